@@ -1,0 +1,150 @@
+//! The command line as clap sees it: raw flags, their environment variables and help text.
+//! Values are parsed into types here; cross-flag checks live in `config`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{Parser, ValueEnum};
+
+use crate::config::{parse_cores, parse_duration, parse_fraction, parse_size};
+use crate::signals::{self, Signal};
+
+const LIMITS: &str = "Limits";
+const DRAIN: &str = "Drain and kill";
+const PROCESS: &str = "Process";
+const OUTPUT: &str = "Output";
+
+/// Run COMMAND, forward signals to it, reap zombies, and drain then kill it when it stalls,
+/// overruns or runs away.
+#[derive(Parser, Debug)]
+#[command(
+    name = "watchd",
+    version,
+    about,
+    after_help = "Exit status: the child's; 128+N or the re-raised signal N if it died of one; \
+                  --exit-code-on-stop if watchd stopped it; 125 watchd failed; 126 COMMAND not \
+                  executable; 127 COMMAND not found.",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Stop the command when its process tree shows no evidence of life for DURATION
+    #[arg(short, long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_STALL", value_parser = parse_duration, help_heading = LIMITS)]
+    pub stall: Option<Duration>,
+
+    /// Stop the command after DURATION of wall time
+    #[arg(short, long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_TIMEOUT", value_parser = parse_duration, help_heading = LIMITS)]
+    pub timeout: Option<Duration>,
+
+    /// How often to probe the process tree through /proc
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = LIMITS)]
+    pub interval: Duration,
+
+    /// What counts as evidence of life: cpu, io, or both (a new process always counts)
+    #[arg(long, allow_hyphen_values = true, value_name = "KINDS", env = "WATCHD_EVIDENCE", default_value = "cpu,io", value_delimiter = ',', help_heading = LIMITS)]
+    pub evidence: Vec<Evidence>,
+
+    /// CPU growth slower than CORES over a probe window is not evidence of life
+    #[arg(long, allow_hyphen_values = true, value_name = "CORES", env = "WATCHD_MIN_CPU", value_parser = parse_cores, help_heading = LIMITS)]
+    pub min_cpu: Option<f64>,
+
+    /// Stop the command when its tree uses too much of CORES (see --cpu-soft, --cpu-hard)
+    #[arg(long, allow_hyphen_values = true, value_name = "CORES", env = "WATCHD_CPU_LIMIT", value_parser = parse_cores, help_heading = LIMITS)]
+    pub cpu_limit: Option<f64>,
+
+    /// Fraction of --cpu-limit that fires cpu-soft when held for --cpu-soft-for probes
+    #[arg(long, allow_hyphen_values = true, value_name = "FRACTION", env = "WATCHD_CPU_SOFT", default_value = "0.85", value_parser = parse_fraction, help_heading = LIMITS)]
+    pub cpu_soft: f64,
+
+    /// Consecutive probe windows at --cpu-soft that fire cpu-soft
+    #[arg(long, allow_hyphen_values = true, value_name = "PROBES", env = "WATCHD_CPU_SOFT_FOR", default_value = "3", value_parser = clap::value_parser!(u32).range(1..), help_heading = LIMITS)]
+    pub cpu_soft_for: u32,
+
+    /// Fraction of --cpu-limit that fires cpu-hard in a single probe window
+    #[arg(long, allow_hyphen_values = true, value_name = "FRACTION", env = "WATCHD_CPU_HARD", default_value = "0.95", value_parser = parse_fraction, help_heading = LIMITS)]
+    pub cpu_hard: f64,
+
+    /// Stop the command when its tree's resident memory exceeds SIZE (512M, 2G, 1.5GiB)
+    #[arg(long, allow_hyphen_values = true, value_name = "SIZE", env = "WATCHD_MAX_RSS", value_parser = parse_size, help_heading = LIMITS)]
+    pub max_rss: Option<u64>,
+
+    /// Signal that starts a drain
+    #[arg(long, allow_hyphen_values = true, value_name = "SIGNAL", env = "WATCHD_STOP_SIGNAL", default_value = "TERM", value_parser = signals::parse, help_heading = DRAIN)]
+    pub stop_signal: Signal,
+
+    /// Who gets the stop signal: the whole tree, or the main child only
+    #[arg(long, allow_hyphen_values = true, value_name = "SCOPE", env = "WATCHD_STOP_SCOPE", default_value = "tree", help_heading = DRAIN)]
+    pub stop_scope: StopScope,
+
+    /// Run `sh -c CMD` (with WATCHD_PID set) instead of sending the stop signal
+    #[arg(long, allow_hyphen_values = true, value_name = "CMD", env = "WATCHD_STOP_CMD", help_heading = DRAIN)]
+    pub stop_cmd: Option<String>,
+
+    /// How long to wait after the stop signal before killing
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_GRACE", default_value = "10s", value_parser = parse_duration, help_heading = DRAIN)]
+    pub grace: Duration,
+
+    /// Signal sent to what is left of the tree when the grace runs out
+    #[arg(long, allow_hyphen_values = true, value_name = "SIGNAL", env = "WATCHD_KILL_SIGNAL", default_value = "KILL", value_parser = signals::parse, help_heading = DRAIN)]
+    pub kill_signal: Signal,
+
+    /// Exit with N instead of the child's status when watchd stopped the child (124: like timeout)
+    #[arg(long, allow_hyphen_values = true, value_name = "N", env = "WATCHD_EXIT_CODE_ON_STOP", value_parser = clap::value_parser!(u8), help_heading = DRAIN)]
+    pub exit_code_on_stop: Option<u8>,
+
+    /// Where forwarded signals go: the child, its process group, or every process of the tree
+    #[arg(long, allow_hyphen_values = true, value_name = "TARGET", env = "WATCHD_FORWARD_TO", default_value = "child", help_heading = PROCESS)]
+    pub forward_to: ForwardTo,
+
+    /// Leave the rest of the tree running when the main child exits
+    #[arg(long, env = "WATCHD_NO_CLEANUP", value_parser = BoolishValueParser::new(), help_heading = PROCESS)]
+    pub no_cleanup: bool,
+
+    /// Do not become a child subreaper (orphans escape the tree)
+    #[arg(long, env = "WATCHD_NO_SUBREAPER", value_parser = BoolishValueParser::new(), help_heading = PROCESS)]
+    pub no_subreaper: bool,
+
+    /// Signal the child gets when watchd dies
+    #[arg(long, allow_hyphen_values = true, value_name = "SIGNAL", env = "WATCHD_PDEATHSIG", default_value = "KILL", value_parser = signals::parse, help_heading = PROCESS)]
+    pub pdeathsig: Signal,
+
+    /// Write JSON-lines events to PATH (- for stderr)
+    #[arg(long, allow_hyphen_values = true, value_name = "PATH", env = "WATCHD_EVENTS", help_heading = OUTPUT)]
+    pub events: Option<PathBuf>,
+
+    /// Rewrite PATH after each probe with Prometheus text-format metrics
+    #[arg(long, allow_hyphen_values = true, value_name = "PATH", env = "WATCHD_METRICS_FILE", help_heading = OUTPUT)]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Also report start, forwarded signals, reaped orphans and the exit
+    #[arg(short, long, env = "WATCHD_VERBOSE", value_parser = BoolishValueParser::new(), conflicts_with = "quiet", help_heading = OUTPUT)]
+    pub verbose: bool,
+
+    /// Print nothing but usage errors
+    #[arg(short, long, env = "WATCHD_QUIET", value_parser = BoolishValueParser::new(), help_heading = OUTPUT)]
+    pub quiet: bool,
+
+    /// The command to run, and its arguments
+    #[arg(value_name = "COMMAND", trailing_var_arg = true, required = true, num_args = 1..)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Evidence {
+    Cpu,
+    Io,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StopScope {
+    Tree,
+    Child,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ForwardTo {
+    Child,
+    Group,
+    Tree,
+}

@@ -1,0 +1,354 @@
+//! Signals as values: parsing (`TERM`, `SIGTERM`, `term`, `15`, `RTMIN+3`), display, the set
+//! watchd forwards, and a small safe wrapper over `sigset_t` that, unlike nix's, holds
+//! real-time signals too.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+/// A signal number, standard or real-time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Signal(i32);
+
+/// Standard signal names, without the `SIG` prefix.
+const NAMES: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("POLL", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// The standard signals watchd passes on to the child (SPEC "What it always does", 3).
+/// Real-time signals are forwarded too; see [`forwarded`].
+const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGTERM,
+    libc::SIGALRM,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGURG,
+    libc::SIGIO,
+    libc::SIGPWR,
+    libc::SIGPROF,
+    libc::SIGVTALRM,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGSYS,
+];
+
+pub const SIGHUP: Signal = Signal(libc::SIGHUP);
+pub const SIGINT: Signal = Signal(libc::SIGINT);
+pub const SIGKILL: Signal = Signal(libc::SIGKILL);
+pub const SIGTERM: Signal = Signal(libc::SIGTERM);
+pub const SIGCHLD: Signal = Signal(libc::SIGCHLD);
+pub const SIGCONT: Signal = Signal(libc::SIGCONT);
+pub const SIGSTOP: Signal = Signal(libc::SIGSTOP);
+pub const SIGTSTP: Signal = Signal(libc::SIGTSTP);
+pub const SIGTTIN: Signal = Signal(libc::SIGTTIN);
+pub const SIGTTOU: Signal = Signal(libc::SIGTTOU);
+pub const SIGPIPE: Signal = Signal(libc::SIGPIPE);
+
+fn rtmin() -> i32 {
+    libc::SIGRTMIN()
+}
+
+fn rtmax() -> i32 {
+    libc::SIGRTMAX()
+}
+
+impl Signal {
+    /// A signal from its number, if the number is one (1..=SIGRTMAX, excluding the two
+    /// real-time signals glibc keeps for itself).
+    pub fn from_raw(n: i32) -> Option<Signal> {
+        let reserved = n >= 32 && n < rtmin();
+        ((1..=rtmax()).contains(&n) && !reserved).then_some(Signal(n))
+    }
+
+    pub fn as_raw(self) -> i32 {
+        self.0
+    }
+
+    /// Whether this is one of the queued real-time signals.
+    pub fn is_realtime(self) -> bool {
+        self.0 >= rtmin()
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((name, _)) = NAMES.iter().find(|&&(_, n)| n == self.0) {
+            return write!(f, "SIG{name}");
+        }
+        let (min, max) = (rtmin(), rtmax());
+        match self.0 {
+            n if n == min => f.write_str("SIGRTMIN"),
+            n if n == max => f.write_str("SIGRTMAX"),
+            n if n > min && n < max && n - min <= max - n => write!(f, "SIGRTMIN+{}", n - min),
+            n if n > min && n < max => write!(f, "SIGRTMAX-{}", max - n),
+            n => write!(f, "signal {n}"),
+        }
+    }
+}
+
+/// Parses `TERM`, `SIGTERM`, `term`, `15`, `RTMIN`, `RTMIN+3`, `SIGRTMAX-1`.
+pub fn parse(text: &str) -> Result<Signal, String> {
+    let bad = || {
+        format!(
+            "not a signal (expected a name like TERM or SIGTERM, a number 1-{}, or RTMIN+N)",
+            rtmax()
+        )
+    };
+    let s = text.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i32 = s.parse().map_err(|_| bad())?;
+        return Signal::from_raw(n).ok_or_else(bad);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(_, n)) = NAMES.iter().find(|&&(candidate, _)| candidate == name) {
+        return Ok(Signal(n));
+    }
+    let offset = |rest: &str| -> Result<i32, String> {
+        if rest.is_empty() {
+            return Ok(0);
+        }
+        let digits = rest[1..].trim();
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        digits.parse::<i32>().map_err(|_| bad())
+    };
+    let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+        if !(rest.is_empty() || rest.starts_with('+')) {
+            return Err(bad());
+        }
+        rtmin().checked_add(offset(rest)?)
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        if !(rest.is_empty() || rest.starts_with('-')) {
+            return Err(bad());
+        }
+        rtmax().checked_sub(offset(rest)?)
+    } else {
+        return Err(bad());
+    };
+    n.filter(|&n| n >= rtmin() && n <= rtmax())
+        .map(Signal)
+        .ok_or_else(|| {
+            format!(
+                "real-time signal out of range (RTMIN+0..RTMIN+{})",
+                rtmax() - rtmin()
+            )
+        })
+}
+
+/// Every signal watchd forwards: the standard list of SPEC plus all real-time signals.
+pub fn forwarded() -> impl Iterator<Item = Signal> {
+    FORWARDED
+        .iter()
+        .copied()
+        .chain(rtmin()..=rtmax())
+        .map(Signal)
+}
+
+/// A set of signals, real-time ones included.
+#[derive(Clone, Copy)]
+pub struct SigSet(libc::sigset_t);
+
+impl SigSet {
+    pub fn empty() -> SigSet {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the whole set it is given.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            SigSet(set.assume_init())
+        }
+    }
+
+    pub fn add(&mut self, sig: Signal) {
+        // SAFETY: `self.0` is an initialised set and `sig` is a valid signal number.
+        unsafe { libc::sigaddset(&mut self.0, sig.0) };
+    }
+
+    pub fn remove(&mut self, sig: Signal) {
+        // SAFETY: as in `add`.
+        unsafe { libc::sigdelset(&mut self.0, sig.0) };
+    }
+
+    pub fn contains(&self, sig: Signal) -> bool {
+        // SAFETY: as in `add`; sigismember only reads.
+        unsafe { libc::sigismember(&self.0, sig.0) == 1 }
+    }
+
+    pub fn as_ptr(&self) -> *const libc::sigset_t {
+        &self.0
+    }
+
+    /// The calling thread's current signal mask.
+    pub fn current_mask() -> SigSet {
+        let mut set = SigSet::empty();
+        // SAFETY: a null new set only reads the mask into `set`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set.0) };
+        set
+    }
+
+    /// Replaces the calling thread's mask. Async-signal-safe: used between fork and exec.
+    pub fn set_mask(&self) {
+        // SAFETY: `self.0` is an initialised set; the old mask is not wanted.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+
+    pub fn block(&self) {
+        // SAFETY: as in `set_mask`.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) };
+    }
+
+    pub fn unblock(&self) {
+        // SAFETY: as in `set_mask`.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// Whether `sig` is ignored (SIG_IGN) in this process right now.
+pub fn is_ignored(sig: Signal) -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: a null new action only reads the current one into `old`.
+    let rc = unsafe { libc::sigaction(sig.0, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: sigaction filled `old` when it returned 0.
+    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
+/// Sets `sig` to its default action. Async-signal-safe.
+pub fn set_default(sig: Signal) {
+    set_handler(sig, libc::SIG_DFL);
+}
+
+/// Sets `sig` to be ignored. Async-signal-safe: used between fork and exec.
+pub fn set_ignored(sig: Signal) {
+    set_handler(sig, libc::SIG_IGN);
+}
+
+fn set_handler(sig: Signal, handler: libc::sighandler_t) {
+    // SAFETY: an all-zero sigaction is valid (empty mask, no flags); only SIG_DFL or SIG_IGN is
+    // ever installed, never a function, so no handler can run in an unexpected state.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        libc::sigaction(sig.0, &action, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_spelling() {
+        for text in ["TERM", "SIGTERM", "term", "sigterm", "15", " 15 "] {
+            assert_eq!(parse(text), Ok(SIGTERM), "{text}");
+        }
+        assert_eq!(parse("KILL"), Ok(SIGKILL));
+        assert_eq!(parse("9"), Ok(SIGKILL));
+        assert_eq!(parse("RTMIN"), Ok(Signal(rtmin())));
+        assert_eq!(parse("RTMIN+3"), Ok(Signal(rtmin() + 3)));
+        assert_eq!(parse("sigrtmin+3"), Ok(Signal(rtmin() + 3)));
+        assert_eq!(parse("RTMAX-1"), Ok(Signal(rtmax() - 1)));
+        assert_eq!(parse("RTMAX"), Ok(Signal(rtmax())));
+        assert_eq!(parse(&rtmax().to_string()), Ok(Signal(rtmax())));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_signal() {
+        for text in [
+            "",
+            "0",
+            "-1",
+            "65",
+            "99999999999999",
+            "TERMX",
+            "SIG",
+            "RTMIN+",
+            "RTMIN+99",
+            "RTMIN-1",
+            "RTMAX+1",
+            "RTMIN+x",
+            "32",
+            "33",
+            "1.5",
+            "ΣIGTERM",
+            "RTMIN++1",
+        ] {
+            assert!(parse(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for n in 1..=rtmax() {
+            let Some(sig) = Signal::from_raw(n) else {
+                continue;
+            };
+            assert_eq!(parse(&sig.to_string()), Ok(sig), "{sig}");
+        }
+        assert_eq!(Signal(rtmin() + 3).to_string(), "SIGRTMIN+3");
+        assert_eq!(Signal(rtmax() - 2).to_string(), "SIGRTMAX-2");
+        assert_eq!(SIGTERM.to_string(), "SIGTERM");
+    }
+
+    #[test]
+    fn forwarding_set_matches_spec() {
+        let set: Vec<Signal> = forwarded().collect();
+        for never in [SIGCHLD, SIGKILL, SIGSTOP, SIGTTIN, SIGTTOU, SIGPIPE] {
+            assert!(!set.contains(&never), "{never} must not be forwarded");
+        }
+        assert!(set.contains(&SIGCONT) && set.contains(&SIGTSTP) && set.contains(&SIGHUP));
+        assert!(set.contains(&Signal(rtmin())) && set.contains(&Signal(rtmax())));
+        assert_eq!(
+            set.len(),
+            FORWARDED.len() + (rtmax() - rtmin() + 1) as usize
+        );
+    }
+
+    #[test]
+    fn sigset_holds_realtime_signals() {
+        let mut set = SigSet::empty();
+        let rt = Signal(rtmin() + 5);
+        set.add(rt);
+        assert!(set.contains(rt) && !set.contains(SIGTERM));
+        set.remove(rt);
+        assert!(!set.contains(rt));
+    }
+}
