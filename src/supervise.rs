@@ -503,8 +503,20 @@ impl Supervisor {
     }
 
     fn probe(&mut self, now: Instant) {
+        // Samples are stamped with the cadence tick they belong to, not the instant the poll
+        // happened to wake: windows are then exact multiples of the interval, and a stall
+        // window of N intervals fires at the Nth tick, not one interval later because the
+        // baseline probe woke a millisecond late. Ticks missed (slow scan, watchd stopped)
+        // are skipped.
+        let behind =
+            now.saturating_duration_since(self.next_probe).as_nanos() / self.interval.as_nanos();
+        let tick = u32::try_from(behind)
+            .ok()
+            .and_then(|n| self.interval.checked_mul(n))
+            .map_or(now, |skip| self.next_probe + skip);
+        self.next_probe = tick + self.interval;
         let scan = self.prober.scan(&self.exclude());
-        let sample = self.sampler.sample(&scan, self.elapsed(now));
+        let sample = self.sampler.sample(&scan, self.elapsed(tick));
         let interrupted = std::mem::take(&mut self.interrupted);
         let trigger = self.policy.observe(&sample, interrupted);
         let clk_tck = self.prober.clk_tck() as f64;
@@ -520,11 +532,7 @@ impl Supervisor {
         });
         self.write_metrics(&sample, cpu_seconds, since);
         self.last_sample = Some(sample);
-        // A fixed cadence from the start, skipping probes that a slow scan made us miss.
-        while self.next_probe <= now {
-            self.next_probe += self.interval;
-        }
-        if let (Some(trigger), Phase::Running) = (trigger, self.phase) {
+        if let Some(trigger) = trigger {
             self.trigger(trigger, now);
         }
     }
