@@ -203,10 +203,13 @@ pub fn diagnose(sig: Signal, oom: Option<&str>, last: Option<&LastSeen>) -> Stri
             let cores = l
                 .cpu_cores
                 .map_or("? cores".to_string(), |c| format!("{c:.2} cores"));
+            let processes = match l.processes {
+                1 => "1 process".to_string(),
+                n => format!("{n} processes"),
+            };
             text.push_str(&format!(
-                "; last seen {} resident, {cores}, {} processes, {} since progress",
+                "; last seen {} resident, {cores}, {processes}, {} since progress",
                 crate::policy::human_bytes(l.rss_bytes),
-                l.processes,
                 crate::policy::human_duration(l.since_progress),
             ));
         }
