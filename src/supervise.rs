@@ -530,11 +530,12 @@ impl Supervisor {
             processes: sample.processes,
             since_progress_s: since,
         });
-        self.write_metrics(&sample, cpu_seconds, since);
         self.last_sample = Some(sample);
         if let Some(trigger) = trigger {
             self.trigger(trigger, now);
         }
+        // After the trigger, so a stop shows in watchd_stops_total the moment it happens.
+        self.write_metrics(&sample, cpu_seconds, since);
     }
 
     fn write_metrics(&mut self, sample: &Sample, cpu_seconds: f64, since: f64) {
