@@ -22,7 +22,7 @@ const OUTPUT: &str = "Output";
 #[command(
     name = "watchd",
     version,
-    about,
+    override_usage = "watchd [OPTIONS] [--] COMMAND [ARG]...",
     after_help = "Exit status: the child's; 128+N or the re-raised signal N if it died of one; \
                   --exit-code-on-stop if watchd stopped it; 125 watchd failed; 126 COMMAND not \
                   executable; 127 COMMAND not found.",

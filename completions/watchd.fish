@@ -1,0 +1,30 @@
+complete -c watchd -s s -l stall -d 'Stop the command when its process tree shows no evidence of life for DURATION' -r
+complete -c watchd -s t -l timeout -d 'Stop the command after DURATION of wall time' -r
+complete -c watchd -l interval -d 'How often to probe the process tree through /proc' -r
+complete -c watchd -l evidence -d 'What counts as evidence of life: cpu, io, or both (a new process always counts)' -r -f -a "cpu\t''
+io\t''"
+complete -c watchd -l min-cpu -d 'CPU growth slower than CORES over a probe window is not evidence of life' -r
+complete -c watchd -l cpu-limit -d 'Stop the command when its tree uses too much of CORES (see --cpu-soft, --cpu-hard)' -r
+complete -c watchd -l cpu-soft -d 'Fraction of --cpu-limit that fires cpu-soft when held for --cpu-soft-for probes' -r
+complete -c watchd -l cpu-soft-for -d 'Consecutive probe windows at --cpu-soft that fire cpu-soft' -r
+complete -c watchd -l cpu-hard -d 'Fraction of --cpu-limit that fires cpu-hard in a single probe window' -r
+complete -c watchd -l max-rss -d 'Stop the command when its tree\'s resident memory exceeds SIZE (512M, 2G, 1.5GiB)' -r
+complete -c watchd -l stop-signal -d 'Signal that starts a drain' -r
+complete -c watchd -l stop-scope -d 'Who gets the stop signal: the whole tree, or the main child only' -r -f -a "tree\t''
+child\t''"
+complete -c watchd -l stop-cmd -d 'Run `sh -c CMD` (with WATCHD_PID set) instead of sending the stop signal' -r
+complete -c watchd -l grace -d 'How long to wait after the stop signal before killing' -r
+complete -c watchd -l kill-signal -d 'Signal sent to what is left of the tree when the grace runs out' -r
+complete -c watchd -l exit-code-on-stop -d 'Exit with N instead of the child\'s status when watchd stopped the child (124: like timeout)' -r
+complete -c watchd -l forward-to -d 'Where forwarded signals go: the child, its process group, or every process of the tree' -r -f -a "child\t''
+group\t''
+tree\t''"
+complete -c watchd -l pdeathsig -d 'Signal the child gets when watchd dies' -r
+complete -c watchd -l events -d 'Write JSON-lines events to PATH (- for stderr)' -r -F
+complete -c watchd -l metrics-file -d 'Rewrite PATH after each probe with Prometheus text-format metrics' -r -F
+complete -c watchd -l no-cleanup -d 'Leave the rest of the tree running when the main child exits'
+complete -c watchd -l no-subreaper -d 'Do not become a child subreaper (orphans escape the tree)'
+complete -c watchd -s v -l verbose -d 'Also report start, forwarded signals, reaped orphans and the exit'
+complete -c watchd -s q -l quiet -d 'Print nothing but usage errors'
+complete -c watchd -s h -l help -d 'Print help'
+complete -c watchd -s V -l version -d 'Print version'
