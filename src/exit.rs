@@ -114,12 +114,13 @@ impl OomCounters {
     /// Reads the counters for watchd's own memory cgroup, which the child shares. Anything
     /// unreadable is `None`.
     pub fn read() -> OomCounters {
-        let cgroup = std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|text| cgroup_oom_kills(&text, |path| std::fs::read_to_string(path).ok()));
-        let machine = std::fs::read_to_string("/proc/vmstat")
-            .ok()
-            .and_then(|t| counter(&t, "oom_kill"));
+        let cgroup =
+            read_small("/proc/self/cgroup").and_then(|text| cgroup_oom_kills(&text, read_small));
+        // Only needed where the cgroup has no counter (see `rise_since`).
+        let machine = match cgroup {
+            Some(_) => None,
+            None => read_small("/proc/vmstat").and_then(|t| counter(&t, "oom_kill")),
+        };
         OomCounters { cgroup, machine }
     }
 
@@ -138,6 +139,18 @@ impl OomCounters {
         rise(self.machine, before.machine)
             .map(|n| format!("likely the kernel's OOM killer: /proc/vmstat oom_kill rose by {n}"))
     }
+}
+
+/// A small /proc or /sys file in one or two reads (std would start at 32 bytes, since
+/// these files report a size of 0).
+fn read_small(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(8192);
+    std::fs::File::open(path)
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 /// `key value` from a flat keyed file such as memory.events or /proc/vmstat.

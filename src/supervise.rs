@@ -228,10 +228,14 @@ impl Supervisor {
 
     fn run(mut self) -> Outcome {
         loop {
+            let was_running = self.main_end.is_none();
             self.reap();
             let now = Instant::now();
             if self.main_end.is_some() && self.done(now) {
                 return self.finish();
+            }
+            if was_running && self.main_end.is_some() {
+                self.start_cleanup(now);
             }
             self.on_time(now);
             if self.main_end.is_some() && self.done(Instant::now()) {
@@ -439,14 +443,19 @@ impl Supervisor {
     }
 
     fn on_main_end(&mut self, end: ChildEnd) {
-        let now = Instant::now();
-        self.main_end = Some((end, now));
+        self.main_end = Some((end, Instant::now()));
         if let Some(pid) = self.stop_cmd_pid {
             // Its job was to stop the main child, which is over.
             // SAFETY: our own unreaped child, so the pid is still its.
             unsafe { libc::kill(pid, SIGKILL.as_raw()) };
         }
-        if !self.config.cleanup {
+    }
+
+    /// After the main child ended: what is left of the tree gets the stop signal and the grace
+    /// starts. Called once the reap loop has run dry, so when nothing is left (ECHILD) there is
+    /// no /proc scan at all.
+    fn start_cleanup(&mut self, now: Instant) {
+        if !self.config.cleanup || self.no_children {
             return;
         }
         match self.phase {
