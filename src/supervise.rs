@@ -341,7 +341,7 @@ impl Supervisor {
             ForwardTo::Tree => {
                 let exclude = self.exclude();
                 (
-                    tree::signal_all(&mut self.prober, &exclude, sig, false, 1) > 0,
+                    tree::signal_all(&mut self.prober, &exclude, None, sig, false, 1) > 0,
                     "tree",
                 )
             }
@@ -474,7 +474,7 @@ impl Supervisor {
     fn stop_leftovers(&mut self) {
         let sig = self.config.stop_signal;
         let exclude = self.exclude();
-        let n = tree::signal_all(&mut self.prober, &exclude, sig, true, 1);
+        let n = tree::signal_all(&mut self.prober, &exclude, None, sig, true, 1);
         self.tree_stopped = true;
         if n > 0 {
             self.reporter
@@ -501,7 +501,7 @@ impl Supervisor {
                 final_at: Some(t),
                 give_up_at,
             } if now >= t => {
-                tree::signal_all(&mut self.prober, &[], SIGKILL, false, KILL_ROUNDS);
+                tree::signal_all(&mut self.prober, &[], None, SIGKILL, false, KILL_ROUNDS);
                 self.phase = Phase::Killing {
                     final_at: None,
                     give_up_at: give_up_at.max(now + KILL_WAIT),
@@ -628,22 +628,27 @@ impl Supervisor {
                 cmd: None,
                 grace_s: grace.as_secs_f64(),
             });
-            match self.config.stop_scope {
-                StopScope::Tree => {
-                    let exclude = self.exclude();
-                    tree::signal_all(&mut self.prober, &exclude, sig, true, 1);
-                    self.tree_stopped = true;
-                }
-                StopScope::Child => {}
-            }
-            // The main child always gets it directly too: it is our unreaped child, so this is
-            // safe even if the scan missed it.
+            // The main child gets it directly, exactly once (many programs take a second
+            // SIGTERM or SIGINT as "quit now"): it is our unreaped child, so this is safe even
+            // if a scan would miss it. Then the rest of the tree, if the scope says so.
             // SAFETY: main_pid > 1 is our unreaped child.
             unsafe {
                 libc::kill(self.main_pid, sig.as_raw());
                 libc::kill(self.main_pid, SIGCONT.as_raw());
             }
             self.sent_to_main.add(sig);
+            if self.config.stop_scope == StopScope::Tree {
+                let exclude = self.exclude();
+                tree::signal_all(
+                    &mut self.prober,
+                    &exclude,
+                    Some(self.main_pid),
+                    sig,
+                    true,
+                    1,
+                );
+                self.tree_stopped = true;
+            }
         }
         self.phase = Phase::Draining {
             kill_at: now + grace,
@@ -653,14 +658,16 @@ impl Supervisor {
     /// The grace ran out: the kill signal to everything still in the tree.
     fn kill(&mut self, now: Instant) {
         let sig = self.config.kill_signal;
-        let mut n = tree::signal_all(&mut self.prober, &[], sig, false, KILL_ROUNDS);
-        if self.main_end.is_none() {
+        let mut n = 0;
+        let main = self.main_end.is_none().then_some(self.main_pid);
+        if let Some(pid) = main {
             // SAFETY: main_pid > 1 is our unreaped child.
-            if unsafe { libc::kill(self.main_pid, sig.as_raw()) } == 0 && n == 0 {
-                n = 1;
+            if unsafe { libc::kill(pid, sig.as_raw()) } == 0 {
+                n += 1;
             }
             self.sent_to_main.add(sig);
         }
+        n += tree::signal_all(&mut self.prober, &[], main, sig, false, KILL_ROUNDS);
         let name = sig.to_string();
         self.reporter.event(&Event::Kill {
             signal: &name,

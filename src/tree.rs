@@ -68,11 +68,13 @@ fn starttime_of(pid: i32) -> Option<u64> {
 }
 
 /// Sends `sig` (then SIGCONT if `cont`) to every live member of the tree, `exclude` subtrees
-/// left out. With `rounds` > 1 it scans again while new members keep appearing, so a fork
-/// storm cannot outrun a kill. Returns how many processes got the signal.
+/// left out and `skip` (a process the caller signals itself, so it gets the signal once) passed
+/// over. With `rounds` > 1 it scans again while new members keep appearing, so a fork storm
+/// cannot outrun a kill. Returns how many processes got the signal.
 pub fn signal_all(
     prober: &mut Prober,
     exclude: &[i32],
+    skip: Option<i32>,
     sig: Signal,
     cont: bool,
     rounds: u32,
@@ -82,7 +84,7 @@ pub fn signal_all(
         let members = prober.members(exclude);
         let fresh: Vec<_> = members
             .into_iter()
-            .filter(|m| !signalled.contains(m))
+            .filter(|m| Some(m.0) != skip && !signalled.contains(m))
             .collect();
         if fresh.is_empty() {
             break;

@@ -376,3 +376,44 @@ fn probing_never_reaps_the_main_child() {
         .assert_code(42);
     }
 }
+
+/// Counts deliveries of SIGRTMIN+1 one by one (sigwaitinfo dequeues each queued real-time
+/// signal; Python's handlers would merge them) into argv[1], after writing argv[1].ready.
+const COUNT_RT: &str = "import signal, sys
+sig = signal.SIGRTMIN + 1
+signal.pthread_sigmask(signal.SIG_BLOCK, {sig})
+open(sys.argv[1] + '.ready', 'w').write('ready\\n')
+while True:
+    signal.sigwaitinfo({sig})
+    with open(sys.argv[1], 'a') as f:
+        f.write('RTMIN+1\\n')";
+
+#[test]
+fn the_main_child_gets_the_stop_signal_exactly_once() {
+    // A real-time stop signal is queued, not coalesced: sent twice, it would arrive twice.
+    let dir = TempDir::new("once");
+    let log = dir.path("signals");
+    let mut cmd = watchd([
+        "--timeout",
+        "1s",
+        "--grace",
+        "700ms",
+        "--stop-signal",
+        "RTMIN+1",
+        "python3",
+        "-c",
+        COUNT_RT,
+        log.to_str().unwrap(),
+    ]);
+    cmd.stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_file(&dir.path("signals.ready"), secs(10.0));
+    let status = wait_deadline(&mut child, secs(10.0)).unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the counter ignores the stop signal: killed at grace"
+    );
+    let got = fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got.lines().count(), 1, "stop signal deliveries:\n{got}");
+}
