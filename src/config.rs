@@ -48,9 +48,13 @@ pub struct Config {
     pub verbosity: Verbosity,
 }
 
+/// Longer than any run: durations above it mean "practically forever" and are clamped, so
+/// adding one to a clock reading can never overflow.
+pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config> {
-        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d.min(FOREVER));
         let positive = |x: f64| (x > 0.0).then_some(x);
         if cli.interval.is_zero() {
             bail!(
@@ -83,7 +87,7 @@ impl Config {
             command: cli.command,
             stall: cli.stall.and_then(nonzero),
             timeout: cli.timeout.and_then(nonzero),
-            interval: cli.interval,
+            interval: cli.interval.min(FOREVER),
             evidence_cpu: cli.evidence.contains(&Evidence::Cpu),
             evidence_io: cli.evidence.contains(&Evidence::Io),
             min_cpu: cli.min_cpu.and_then(positive),
@@ -95,7 +99,7 @@ impl Config {
             stop_signal: cli.stop_signal,
             stop_scope: cli.stop_scope,
             stop_cmd: cli.stop_cmd,
-            grace: cli.grace,
+            grace: cli.grace.min(FOREVER),
             kill_signal: cli.kill_signal,
             exit_code_on_stop: cli.exit_code_on_stop,
             forward_to: cli.forward_to,

@@ -60,13 +60,85 @@ fn usage(err: clap::Error) -> i32 {
             report::usage_error("missing COMMAND (usage: watchd [OPTIONS] [--] COMMAND [ARG]...)");
             i32::from(exit::FAILURE)
         }
-        _ => {
-            let rendered = err.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            report::usage_error(format!("{first} (see watchd --help)"));
+        ErrorKind::InvalidUtf8 => {
+            report::usage_error(format!("{} (see watchd --help)", not_utf8_message()));
             i32::from(exit::FAILURE)
         }
+        _ => {
+            report::usage_error(format!(
+                "{} (see watchd --help)",
+                clap_message(&err.to_string())
+            ));
+            i32::from(exit::FAILURE)
+        }
+    }
+}
+
+/// clap's message without its "error: " prefix and the usage and help sections it appends.
+/// Not just the first line: a value may hold a newline, and the option is named after it
+/// (`report` escapes control characters, so the result is still one line).
+fn clap_message(rendered: &str) -> &str {
+    let text = rendered.strip_prefix("error: ").unwrap_or(rendered);
+    let end = ["\n\nUsage:", "\n\nFor more information", "\n\n  tip:"]
+        .iter()
+        .filter_map(|tail| text.find(tail))
+        .min()
+        .unwrap_or(text.len());
+    text[..end].trim_end()
+}
+
+/// clap's own message for a value that is not UTF-8 names no option: find the argument or
+/// WATCHD_* variable that holds it.
+fn not_utf8_message() -> String {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    for (i, arg) in args.iter().enumerate() {
+        if arg.to_str().is_some() {
+            continue;
+        }
+        let lossy = arg.to_string_lossy();
+        if let Some((flag, value)) = lossy
+            .split_once('=')
+            .filter(|(flag, _)| flag.starts_with("--"))
+        {
+            return format!("invalid value '{value}' for '{flag}': not valid UTF-8");
+        }
+        if let Some(flag) = i
+            .checked_sub(1)
+            .and_then(|j| args[j].to_str())
+            .filter(|f| f.starts_with('-'))
+        {
+            return format!("invalid value '{lossy}' for '{flag}': not valid UTF-8");
+        }
+        return format!("invalid argument '{lossy}': not valid UTF-8");
+    }
+    for (key, value) in std::env::vars_os() {
+        let Some(name) = key.to_str().and_then(|k| k.strip_prefix("WATCHD_")) else {
+            continue;
+        };
+        if value.to_str().is_none() {
+            let flag = format!("--{}", name.to_ascii_lowercase().replace('_', "-"));
+            return format!(
+                "invalid value '{}' for '{flag}' (from WATCHD_{name}): not valid UTF-8",
+                value.to_string_lossy()
+            );
+        }
+    }
+    "invalid UTF-8 in the arguments".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clap_message;
+
+    #[test]
+    fn clap_messages_keep_values_with_newlines_and_drop_usage() {
+        let rendered = "error: invalid value '5s\nx' for '--stall <DURATION>': bad\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_message(rendered),
+            "invalid value '5s\nx' for '--stall <DURATION>': bad"
+        );
+        let rendered = "error: unexpected argument '--foo' found\n\n  tip: to pass '--foo' as a value, use '-- --foo'\n\nUsage: watchd\n";
+        assert_eq!(clap_message(rendered), "unexpected argument '--foo' found");
     }
 }
 
