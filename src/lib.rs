@@ -126,22 +126,6 @@ fn not_utf8_message() -> String {
     "invalid UTF-8 in the arguments".to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::clap_message;
-
-    #[test]
-    fn clap_messages_keep_values_with_newlines_and_drop_usage() {
-        let rendered = "error: invalid value '5s\nx' for '--stall <DURATION>': bad\n\nFor more information, try '--help'.\n";
-        assert_eq!(
-            clap_message(rendered),
-            "invalid value '5s\nx' for '--stall <DURATION>': bad"
-        );
-        let rendered = "error: unexpected argument '--foo' found\n\n  tip: to pass '--foo' as a value, use '-- --foo'\n\nUsage: watchd\n";
-        assert_eq!(clap_message(rendered), "unexpected argument '--foo' found");
-    }
-}
-
 /// If watchd was started with fd 0, 1 or 2 closed, park /dev/null there (close-on-exec) so
 /// files watchd opens never land on a standard descriptor, while the child still sees the
 /// descriptor closed, as it was given.
@@ -157,5 +141,21 @@ fn reserve_standard_fds() {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clap_message;
+
+    #[test]
+    fn clap_messages_keep_values_with_newlines_and_drop_usage() {
+        let rendered = "error: invalid value '5s\nx' for '--stall <DURATION>': bad\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_message(rendered),
+            "invalid value '5s\nx' for '--stall <DURATION>': bad"
+        );
+        let rendered = "error: unexpected argument '--foo' found\n\n  tip: to pass '--foo' as a value, use '-- --foo'\n\nUsage: watchd\n";
+        assert_eq!(clap_message(rendered), "unexpected argument '--foo' found");
     }
 }
