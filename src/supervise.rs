@@ -141,7 +141,6 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         inherited,
         started,
         sigfd,
-        foreground,
         pid1,
         main_pid,
         main_end: None,
@@ -165,6 +164,16 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     Ok(sup.run())
 }
 
+/// Whether stdin is watchd's controlling terminal, whoever is in its foreground: job control
+/// applies (a job started with `&` is on it too).
+fn on_our_terminal() -> bool {
+    // SAFETY: isatty, tcgetsid and getsid only query.
+    unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetsid(libc::STDIN_FILENO) == libc::getsid(0)
+    }
+}
+
 /// Whether stdin is a terminal whose foreground group is watchd's own: only then does the
 /// child get the terminal (a background watchd must not steal it from the shell).
 fn terminal_is_ours() -> bool {
@@ -181,7 +190,6 @@ struct Supervisor {
     inherited: Inherited,
     started: Instant,
     sigfd: libc::c_int,
-    foreground: bool,
     pid1: bool,
     main_pid: i32,
     main_end: Option<(ChildEnd, Instant)>,
@@ -317,6 +325,11 @@ impl Supervisor {
             let Some(sig) = Signal::from_raw(info.ssi_signo as i32) else {
                 continue;
             };
+            if sig == SIGCONT {
+                // A shell that sends SIGCONT with `fg` of a running job (`bg`, `&`) has just
+                // given watchd's group the terminal.
+                self.hand_terminal_to_child();
+            }
             if sig != SIGCHLD {
                 self.forward(sig);
             }
@@ -403,10 +416,22 @@ impl Supervisor {
     /// Job control: the child was stopped (Ctrl-Z, SIGTTIN, SIGSTOP). On a terminal watchd
     /// stops too, so the shell sees the job stopped and gets its prompt back.
     fn on_main_stopped(&mut self, raw: i32) {
-        if !self.foreground || self.pid1 {
+        // Not only when watchd started in the foreground: a job started with `&` whose child
+        // reads the terminal is stopped by SIGTTIN, and the shell must see the job stopped, or
+        // `fg` hangs.
+        if !on_our_terminal() || self.pid1 {
             return;
         }
         let sig = Signal::from_raw(raw).unwrap_or(SIGSTOP);
+        if (sig == SIGTTIN || sig == SIGTTOU) && self.hand_terminal_to_child() {
+            // The child touched the terminal while watchd's group was its foreground group:
+            // the shell made the job foreground without a signal (bash's `fg` of a job running
+            // in the background). Without watchd the child's group would own the terminal, so
+            // it gets it now and goes on; the shell sees no stop.
+            // SAFETY: the main child is unreaped, so its pid names its group.
+            unsafe { libc::kill(-self.main_pid, SIGCONT.as_raw()) };
+            return;
+        }
         let stop_with =
             if [signals::SIGTSTP, SIGTTIN, SIGTTOU].contains(&sig) && !signals::is_ignored(sig) {
                 sig
@@ -432,13 +457,25 @@ impl Supervisor {
         };
         // SAFETY: sigtimedwait with a zero timeout only dequeues a pending SIGCONT, if any.
         unsafe { libc::sigtimedwait(cont.as_ptr(), std::ptr::null_mut(), &zero) };
-        // SAFETY: terminal calls on stdin; SIGTTOU is blocked. kill(-pgid) names the main
-        // child's group, which exists while the main child is unreaped.
+        self.hand_terminal_to_child();
+        // SAFETY: kill(-pgid) names the main child's group, which exists while the main child
+        // is unreaped.
+        unsafe { libc::kill(-self.main_pid, SIGCONT.as_raw()) };
+    }
+
+    /// If the shell has given watchd's group the terminal (`fg`), passes it on to the child's
+    /// group, which the shell would have made foreground without watchd. Returns whether it
+    /// did.
+    fn hand_terminal_to_child(&self) -> bool {
+        if self.pid1 || self.main_end.is_some() {
+            return false;
+        }
+        // SAFETY: terminal calls on stdin with SIGTTOU blocked; the main child is unreaped, so
+        // its pid names its process group.
         unsafe {
-            if libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() {
-                libc::tcsetpgrp(libc::STDIN_FILENO, self.main_pid);
-            }
-            libc::kill(-self.main_pid, SIGCONT.as_raw());
+            libc::isatty(libc::STDIN_FILENO) == 1
+                && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+                && libc::tcsetpgrp(libc::STDIN_FILENO, self.main_pid) == 0
         }
     }
 
@@ -691,9 +728,11 @@ impl Supervisor {
         let (end, ended_at) = self
             .main_end
             .expect("finish is only called after the main child ended");
-        if self.foreground {
-            // Give the terminal back to the group that had it, so a non-interactive parent
-            // (a script) is not left in the background.
+        // SAFETY: isatty only queries.
+        if unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+            // Whoever handed it to the child (at start or on `fg`): give the terminal back to
+            // the group that had it, so a non-interactive parent (a script) is not left in the
+            // background.
             // SAFETY: terminal calls on stdin with SIGTTOU blocked.
             unsafe {
                 if libc::tcgetpgrp(libc::STDIN_FILENO) == self.main_pid {
