@@ -623,3 +623,48 @@ fn idle_watchd_sleeps_in_the_kernel() {
         "{switches} voluntary context switches over 10s of idling"
     );
 }
+
+/// The parent pid of `pid`, from /proc.
+fn ppid_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn orphans_are_adopted_unless_no_subreaper() {
+    for (flags, adopted) in [(&[][..], true), (&["--no-subreaper"][..], false)] {
+        let dir = TempDir::new("subreaper");
+        let pidfile = dir.path("orphan");
+        // The subshell exits at once, orphaning the sleep it started.
+        let script = format!(
+            "(sh -c 'echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 30' &); exec sleep 30",
+            p = pidfile.display()
+        );
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["--grace", "0", "sh", "-c", &script]);
+        let mut child = watchd(&args).spawn().unwrap();
+        let orphan = pids_in(&wait_file(&pidfile, Duration::from_secs(10)))[0];
+        let mut parent = None;
+        // The orphan's parent settles once the subshell has exited.
+        wait_for("the subshell to exit", Duration::from_secs(10), || {
+            parent = ppid_of(orphan);
+            parent.is_some_and(|p| {
+                fs::read_to_string(format!("/proc/{p}/comm")).map_or(true, |c| c.trim() != "sh")
+            })
+        });
+        assert_eq!(
+            parent == Some(child.id() as i32),
+            adopted,
+            "{flags:?}: orphan's parent is {parent:?}"
+        );
+        kill(child.id(), libc::SIGTERM);
+        wait_deadline(&mut child, Duration::from_secs(10)).unwrap();
+        // SAFETY: the orphan is this test's; with --no-subreaper it escaped watchd's cleanup.
+        unsafe { libc::kill(orphan, libc::SIGKILL) };
+    }
+}
