@@ -68,17 +68,12 @@ impl Config {
                 cli.cpu_hard
             );
         }
-        if cli
-            .stop_cmd
-            .as_deref()
-            .is_some_and(|cmd| cmd.trim().is_empty())
-        {
+        if cli.stop_cmd.as_deref().is_some_and(|cmd| cmd.trim().is_empty()) {
             bail!("invalid value '' for '--stop-cmd <CMD>': the command is empty");
         }
-        for (name, path) in [
-            ("--events <PATH>", &cli.events),
-            ("--metrics-file <PATH>", &cli.metrics_file),
-        ] {
+        for (name, path) in
+            [("--events <PATH>", &cli.events), ("--metrics-file <PATH>", &cli.metrics_file)]
+        {
             if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 bail!("invalid value '' for '{name}': the path is empty");
             }
@@ -142,11 +137,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `12.345` seconds, exactly to the nanosecond (f64 would turn `0.001` into 999,999 ns).
 fn bare_seconds(s: &str) -> Option<Duration> {
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs = if whole.is_empty() {
-        0
-    } else {
-        whole.parse::<u64>().ok()?
-    };
+    let secs = if whole.is_empty() { 0 } else { whole.parse::<u64>().ok()? };
     let nanos = frac.bytes().chain(std::iter::repeat(b'0')).take(9);
     let nanos = nanos.fold(0u32, |n, digit| n * 10 + u32::from(digit - b'0'));
     Some(Duration::new(secs, nanos))
@@ -156,16 +147,11 @@ fn bare_seconds(s: &str) -> Option<Duration> {
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || "expected a size like 1048576, 512K, 512M, 2G or 1.5GiB".to_string();
     let s = text.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let number = parse_decimal(number).ok_or_else(bad)?;
     let unit = unit.trim_start().to_ascii_uppercase();
-    let unit = unit
-        .strip_suffix("IB")
-        .or_else(|| unit.strip_suffix('B'))
-        .unwrap_or(&unit);
+    let unit = unit.strip_suffix("IB").or_else(|| unit.strip_suffix('B')).unwrap_or(&unit);
     let shift = match unit {
         "" => 0,
         "K" => 10,
@@ -195,10 +181,8 @@ pub fn parse_cores(text: &str) -> Result<f64, String> {
 pub fn parse_fraction(text: &str) -> Result<f64, String> {
     match parse_decimal(text.trim()) {
         Some(x) if x > 0.0 && x <= 1.0 => Ok(x),
-        _ => Err(
-            "expected a fraction of --cpu-limit greater than 0 and at most 1, like 0.85"
-                .to_string(),
-        ),
+        _ => Err("expected a fraction of --cpu-limit greater than 0 and at most 1, like 0.85"
+            .to_string()),
     }
 }
 
@@ -257,17 +241,7 @@ mod tests {
         for (text, want) in ok {
             assert_eq!(parse_size(text), Ok(want), "{text}");
         }
-        for text in [
-            "",
-            "-1",
-            "1X",
-            "M",
-            "1.5.5G",
-            "99999999999T",
-            "1e9",
-            "1 G B",
-            "GiB",
-        ] {
+        for text in ["", "-1", "1X", "M", "1.5.5G", "99999999999T", "1e9", "1 G B", "GiB"] {
             assert!(parse_size(text).is_err(), "{text:?} parsed");
         }
     }

@@ -72,24 +72,15 @@ pub fn shell_code(sig: Signal) -> u8 {
 
 /// Dies of `sig` with core dumps off; exits 128+N if the signal does not kill.
 pub fn reraise(sig: Signal) -> ! {
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: libc::RLIM_INFINITY };
+    let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write the structs passed; lowering only the soft
     // limit is always allowed.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_CORE, &mut current) == 0 {
             libc::setrlimit(
                 libc::RLIMIT_CORE,
-                &libc::rlimit {
-                    rlim_max: current.rlim_max,
-                    ..no_core
-                },
+                &libc::rlimit { rlim_max: current.rlim_max, ..no_core },
             );
         }
     }
@@ -146,10 +137,7 @@ impl OomCounters {
 fn read_small(path: &str) -> Option<String> {
     use std::io::Read;
     let mut text = String::with_capacity(8192);
-    std::fs::File::open(path)
-        .ok()?
-        .read_to_string(&mut text)
-        .ok()?;
+    std::fs::File::open(path).ok()?.read_to_string(&mut text).ok()?;
     Some(text)
 }
 
@@ -171,25 +159,16 @@ fn cgroup_oom_kills(proc_cgroup: &str, read: impl Fn(&str) -> Option<String>) ->
         };
         let path = path.trim_end_matches('/');
         let candidates: Vec<(String, &str)> = if controllers.split(',').any(|c| c == "memory") {
-            vec![(
-                format!("/sys/fs/cgroup/memory{path}/memory.oom_control"),
-                "oom_kill",
-            )]
+            vec![(format!("/sys/fs/cgroup/memory{path}/memory.oom_control"), "oom_kill")]
         } else if controllers.is_empty() {
             vec![
                 (format!("/sys/fs/cgroup{path}/memory.events"), "oom_kill"),
-                (
-                    format!("/sys/fs/cgroup/unified{path}/memory.events"),
-                    "oom_kill",
-                ),
+                (format!("/sys/fs/cgroup/unified{path}/memory.events"), "oom_kill"),
             ]
         } else {
             continue;
         };
-        if let Some(n) = candidates
-            .iter()
-            .find_map(|(file, key)| counter(&read(file)?, key))
-        {
+        if let Some(n) = candidates.iter().find_map(|(file, key)| counter(&read(file)?, key)) {
             return Some(n);
         }
     }
@@ -213,9 +192,7 @@ pub fn diagnose(sig: Signal, oom: Option<&str>, last: Option<&LastSeen>) -> Stri
     }
     match last {
         Some(l) => {
-            let cores = l
-                .cpu_cores
-                .map_or("? cores".to_string(), |c| format!("{c:.2} cores"));
+            let cores = l.cpu_cores.map_or("? cores".to_string(), |c| format!("{c:.2} cores"));
             let processes = match l.processes {
                 1 => "1 process".to_string(),
                 n => format!("{n} processes"),
@@ -266,32 +243,20 @@ mod tests {
     #[test]
     fn every_exit_code_is_mirrored() {
         for code in 0..=255u8 {
-            assert_eq!(
-                outcome(ChildEnd::Exited(code), false, None, false),
-                Outcome::Code(code)
-            );
+            assert_eq!(outcome(ChildEnd::Exited(code), false, None, false), Outcome::Code(code));
         }
     }
 
     #[test]
     fn decodes_wait_statuses() {
-        assert_eq!(
-            ChildEnd::from_wait_status(3 << 8),
-            Some(ChildEnd::Exited(3))
-        );
-        assert_eq!(
-            ChildEnd::from_wait_status(libc::SIGTERM),
-            Some(ChildEnd::Killed(SIGTERM))
-        );
+        assert_eq!(ChildEnd::from_wait_status(3 << 8), Some(ChildEnd::Exited(3)));
+        assert_eq!(ChildEnd::from_wait_status(libc::SIGTERM), Some(ChildEnd::Killed(SIGTERM)));
         assert_eq!(
             ChildEnd::from_wait_status(libc::SIGKILL | 0x80),
             Some(ChildEnd::Killed(SIGKILL))
         );
         // Stopped by SIGTSTP: not an end.
-        assert_eq!(
-            ChildEnd::from_wait_status((libc::SIGTSTP << 8) | 0x7f),
-            None
-        );
+        assert_eq!(ChildEnd::from_wait_status((libc::SIGTSTP << 8) | 0x7f), None);
     }
 
     #[test]
@@ -314,31 +279,13 @@ mod tests {
 
     #[test]
     fn oom_rise_prefers_the_cgroup() {
-        let before = OomCounters {
-            cgroup: Some(1),
-            machine: Some(10),
-        };
+        let before = OomCounters { cgroup: Some(1), machine: Some(10) };
         let same = before.clone();
         assert_eq!(same.rise_since(&before), None);
-        let machine = OomCounters {
-            cgroup: Some(1),
-            machine: Some(12),
-        };
-        assert!(
-            machine
-                .rise_since(&before)
-                .unwrap()
-                .contains("/proc/vmstat oom_kill rose by 2")
-        );
-        let both = OomCounters {
-            cgroup: Some(2),
-            machine: Some(12),
-        };
-        assert!(
-            both.rise_since(&before)
-                .unwrap()
-                .contains("memory cgroup rose by 1")
-        );
+        let machine = OomCounters { cgroup: Some(1), machine: Some(12) };
+        assert!(machine.rise_since(&before).unwrap().contains("/proc/vmstat oom_kill rose by 2"));
+        let both = OomCounters { cgroup: Some(2), machine: Some(12) };
+        assert!(both.rise_since(&before).unwrap().contains("memory cgroup rose by 1"));
         assert_eq!(OomCounters::default().rise_since(&before), None);
     }
 
@@ -350,11 +297,8 @@ mod tests {
             processes: 4,
             since_progress: std::time::Duration::ZERO,
         };
-        let text = diagnose(
-            SIGKILL,
-            Some("the kernel's OOM killer: oom_kill rose by 1"),
-            Some(&last),
-        );
+        let text =
+            diagnose(SIGKILL, Some("the kernel's OOM killer: oom_kill rose by 1"), Some(&last));
         assert_eq!(
             text,
             "child killed by SIGKILL, not sent by watchd (the kernel's OOM killer: oom_kill rose by 1); \

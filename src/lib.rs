@@ -65,10 +65,7 @@ fn usage(err: clap::Error) -> i32 {
             i32::from(exit::FAILURE)
         }
         _ => {
-            report::usage_error(format!(
-                "{} (see watchd --help)",
-                clap_message(&err.to_string())
-            ));
+            report::usage_error(format!("{} (see watchd --help)", clap_message(&err.to_string())));
             i32::from(exit::FAILURE)
         }
     }
@@ -96,16 +93,13 @@ fn not_utf8_message() -> String {
             continue;
         }
         let lossy = arg.to_string_lossy();
-        if let Some((flag, value)) = lossy
-            .split_once('=')
-            .filter(|(flag, _)| flag.starts_with("--"))
+        if let Some((flag, value)) =
+            lossy.split_once('=').filter(|(flag, _)| flag.starts_with("--"))
         {
             return format!("invalid value '{value}' for '{flag}': not valid UTF-8");
         }
-        if let Some(flag) = i
-            .checked_sub(1)
-            .and_then(|j| args[j].to_str())
-            .filter(|f| f.starts_with('-'))
+        if let Some(flag) =
+            i.checked_sub(1).and_then(|j| args[j].to_str()).filter(|f| f.starts_with('-'))
         {
             return format!("invalid value '{lossy}' for '{flag}': not valid UTF-8");
         }
@@ -151,10 +145,7 @@ mod tests {
     #[test]
     fn clap_messages_keep_values_with_newlines_and_drop_usage() {
         let rendered = "error: invalid value '5s\nx' for '--stall <DURATION>': bad\n\nFor more information, try '--help'.\n";
-        assert_eq!(
-            clap_message(rendered),
-            "invalid value '5s\nx' for '--stall <DURATION>': bad"
-        );
+        assert_eq!(clap_message(rendered), "invalid value '5s\nx' for '--stall <DURATION>': bad");
         let rendered = "error: unexpected argument '--foo' found\n\n  tip: to pass '--foo' as a value, use '-- --foo'\n\nUsage: watchd\n";
         assert_eq!(clap_message(rendered), "unexpected argument '--foo' found");
     }

@@ -40,13 +40,8 @@ pub enum Reason {
 impl Reason {
     /// Every reason, for callers that pre-declare one series per reason
     /// (`watchd_stops_total{reason}`).
-    pub const ALL: [Reason; 5] = [
-        Reason::Stall,
-        Reason::Timeout,
-        Reason::CpuSoft,
-        Reason::CpuHard,
-        Reason::Rss,
-    ];
+    pub const ALL: [Reason; 5] =
+        [Reason::Stall, Reason::Timeout, Reason::CpuSoft, Reason::CpuHard, Reason::Rss];
 
     /// The fixed name used on stderr, in `trigger` events and in metric labels.
     pub fn as_str(self) -> &'static str {
@@ -211,11 +206,7 @@ impl Policy {
         if let (Some(limit), Some(cores)) = (l.cpu_limit, window_cores) {
             let (hard, soft, soft_for) = (l.cpu_hard, l.cpu_soft, l.cpu_soft_for);
             if reaches(cores, soft * limit) {
-                self.soft_low = if self.soft_run == 0 {
-                    cores
-                } else {
-                    self.soft_low.min(cores)
-                };
+                self.soft_low = if self.soft_run == 0 { cores } else { self.soft_low.min(cores) };
                 self.soft_run = self.soft_run.saturating_add(1);
             } else {
                 self.soft_run = 0;
@@ -358,10 +349,7 @@ fn reaches(x: f64, threshold: f64) -> bool {
 
 fn cpu_detail(cores: f64, factor: f64, limit: f64, windows: u32) -> String {
     let probes = if windows == 1 { "probe" } else { "probes" };
-    format!(
-        "{cores:.2} cores >= {factor} x {} limit for {windows} {probes}",
-        cores_amount(limit)
-    )
+    format!("{cores:.2} cores >= {factor} x {} limit for {windows} {probes}", cores_amount(limit))
 }
 
 fn rss_detail(rss: u64, max: u64, procs: u32) -> String {
@@ -376,19 +364,11 @@ fn rss_detail(rss: u64, max: u64, procs: u32) -> String {
 
 /// A user-given number of cores as typed: "1 core", "0.5 cores", "2 cores".
 fn cores_amount(c: f64) -> String {
-    if c == 1.0 {
-        "1 core".to_owned()
-    } else {
-        format!("{c} cores")
-    }
+    if c == 1.0 { "1 core".to_owned() } else { format!("{c} cores") }
 }
 
 fn processes(n: u32) -> String {
-    if n == 1 {
-        "1 process".to_owned()
-    } else {
-        format!("{n} processes")
-    }
+    if n == 1 { "1 process".to_owned() } else { format!("{n} processes") }
 }
 
 /// Bytes for humans, powers of 1024: "900 B", "512 KiB", "1.2 GiB", "12.5 MiB".
@@ -432,11 +412,7 @@ pub fn human_duration(d: Duration) -> String {
     let tenths = (nanos + 50_000_000) / 100_000_000;
     if tenths < 600 {
         let (s, t) = (tenths / 10, tenths % 10);
-        return if t == 0 {
-            format!("{s}s")
-        } else {
-            format!("{s}.{t}s")
-        };
+        return if t == 0 { format!("{s}s") } else { format!("{s}.{t}s") };
     }
     let secs = (nanos + 500_000_000) / 1_000_000_000;
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
@@ -475,24 +451,15 @@ mod tests {
     }
 
     fn stall_limits(stall: f64) -> Limits {
-        Limits {
-            stall: Some(secs(stall)),
-            ..Limits::none(HZ)
-        }
+        Limits { stall: Some(secs(stall)), ..Limits::none(HZ) }
     }
 
     fn cpu_limits(limit: f64) -> Limits {
-        Limits {
-            cpu_limit: Some(limit),
-            ..Limits::none(HZ)
-        }
+        Limits { cpu_limit: Some(limit), ..Limits::none(HZ) }
     }
 
     fn reasons(p: &mut Policy, samples: impl IntoIterator<Item = Sample>) -> Vec<Option<Reason>> {
-        samples
-            .into_iter()
-            .map(|s| p.observe(&s, false).map(|t| t.reason))
-            .collect()
+        samples.into_iter().map(|s| p.observe(&s, false).map(|t| t.reason)).collect()
     }
 
     /// Samples every 10s for 100s, where `grow(i)` gives the counters of sample i; true when the
@@ -519,10 +486,7 @@ mod tests {
         assert_eq!(p.observe(&at(29.999, 0, 0), false), None);
         assert_eq!(p.since_progress(), secs(29.999));
         // The next millisecond crosses it: the test above is not passing by never firing.
-        assert_eq!(
-            p.observe(&at(30.0, 0, 0), false).map(|t| t.reason),
-            Some(Reason::Stall)
-        );
+        assert_eq!(p.observe(&at(30.0, 0, 0), false).map(|t| t.reason), Some(Reason::Stall));
     }
 
     #[test]
@@ -541,20 +505,14 @@ mod tests {
         // Had the clock not reset, 25s + 25s would fire here.
         assert_eq!(p.observe(&at(50.0, 0, 1), false), None);
         assert_eq!(p.since_progress(), secs(25.0));
-        assert_eq!(
-            p.observe(&at(55.0, 0, 1), false).map(|t| t.reason),
-            Some(Reason::Stall)
-        );
+        assert_eq!(p.observe(&at(55.0, 0, 1), false).map(|t| t.reason), Some(Reason::Stall));
     }
 
     #[test]
     fn cpu_growth_is_evidence_only_when_enabled() {
         let busy = |i: u64| at(i as f64 * 10.0, i, 0);
         assert!(!stalls(stall_limits(30.0), busy));
-        let off = Limits {
-            evidence_cpu: false,
-            ..stall_limits(30.0)
-        };
+        let off = Limits { evidence_cpu: false, ..stall_limits(30.0) };
         assert!(stalls(off, busy));
     }
 
@@ -562,24 +520,14 @@ mod tests {
     fn io_growth_is_evidence_only_when_enabled() {
         let writing = |i: u64| at(i as f64 * 10.0, 0, i * 4096);
         assert!(!stalls(stall_limits(30.0), writing));
-        let off = Limits {
-            evidence_io: false,
-            ..stall_limits(30.0)
-        };
+        let off = Limits { evidence_io: false, ..stall_limits(30.0) };
         assert!(stalls(off, writing));
     }
 
     #[test]
     fn new_process_is_always_evidence() {
-        let none = Limits {
-            evidence_cpu: false,
-            evidence_io: false,
-            ..stall_limits(30.0)
-        };
-        let forking = |i: u64| Sample {
-            new_procs: 1,
-            ..at(i as f64 * 10.0, 0, 0)
-        };
+        let none = Limits { evidence_cpu: false, evidence_io: false, ..stall_limits(30.0) };
+        let forking = |i: u64| Sample { new_procs: 1, ..at(i as f64 * 10.0, 0, 0) };
         assert!(!stalls(none.clone(), forking));
         // Control: the same tree without new processes does stall.
         assert!(stalls(none, |i| at(i as f64 * 10.0, 0, 0)));
@@ -587,10 +535,7 @@ mod tests {
 
     #[test]
     fn min_cpu_counts_growth_at_the_threshold_and_not_below() {
-        let limits = Limits {
-            min_cpu: Some(0.5),
-            ..stall_limits(30.0)
-        };
+        let limits = Limits { min_cpu: Some(0.5), ..stall_limits(30.0) };
         // 10s windows at 100 Hz: 500 ticks = 0.5 cores, 499 = 0.499 cores.
         assert!(!stalls(limits.clone(), |i| at(i as f64 * 10.0, i * 500, 0)));
         assert!(stalls(limits.clone(), |i| at(i as f64 * 10.0, i * 499, 0)));
@@ -601,10 +546,7 @@ mod tests {
     #[test]
     fn stopped_start_of_window_does_not_accrue() {
         let mut p = Policy::new(stall_limits(30.0));
-        let stopped = Sample {
-            all_stopped: true,
-            ..at(0.0, 0, 0)
-        };
+        let stopped = Sample { all_stopped: true, ..at(0.0, 0, 0) };
         p.observe(&stopped, false);
         p.observe(&at(10.0, 0, 0), false);
         assert_eq!(p.since_progress(), Duration::ZERO);
@@ -618,10 +560,7 @@ mod tests {
         p.observe(&at(0.0, 0, 0), false);
         p.observe(&at(10.0, 0, 0), false);
         assert_eq!(p.since_progress(), secs(10.0));
-        let stopped = Sample {
-            all_stopped: true,
-            ..at(20.0, 0, 0)
-        };
+        let stopped = Sample { all_stopped: true, ..at(20.0, 0, 0) };
         p.observe(&stopped, false);
         assert_eq!(p.since_progress(), secs(10.0), "paused, not reset");
         p.observe(&at(30.0, 0, 0), false);
@@ -633,10 +572,7 @@ mod tests {
     #[test]
     fn a_stopped_tree_never_stalls_and_resumes_counting_after() {
         let mut p = Policy::new(stall_limits(30.0));
-        let stopped = |t: f64| Sample {
-            all_stopped: true,
-            ..at(t, 0, 0)
-        };
+        let stopped = |t: f64| Sample { all_stopped: true, ..at(t, 0, 0) };
         let got = reasons(&mut p, (0..=10).map(|i| stopped(i as f64 * 10.0)));
         assert!(got.iter().all(Option::is_none), "{got:?}");
         // 100s resumed at, then the clock runs from the first fully running window (110..140).
@@ -653,10 +589,7 @@ mod tests {
         assert_eq!(p.observe(&at(3620.0, 0, 0), true), None);
         assert_eq!(p.since_progress(), secs(20.0), "paused, not reset");
         // The interrupted sample is the new baseline: the next window is 10s, not 3610s.
-        assert_eq!(
-            p.observe(&at(3630.0, 0, 0), false).map(|t| t.reason),
-            Some(Reason::Stall)
-        );
+        assert_eq!(p.observe(&at(3630.0, 0, 0), false).map(|t| t.reason), Some(Reason::Stall));
         assert_eq!(p.since_progress(), secs(30.0));
     }
 
@@ -679,10 +612,7 @@ mod tests {
         assert_eq!(p.observe(&at(2.0, 210, 0), true), None);
         assert_eq!(p.cpu_cores(), Some(0.1));
         // Control: the same window not interrupted is a cpu-hard.
-        assert_eq!(
-            p.observe(&at(3.0, 410, 0), false).map(|t| t.reason),
-            Some(Reason::CpuHard)
-        );
+        assert_eq!(p.observe(&at(3.0, 410, 0), false).map(|t| t.reason), Some(Reason::CpuHard));
         assert_eq!(p.cpu_cores(), Some(2.0));
     }
 
@@ -699,10 +629,7 @@ mod tests {
 
     #[test]
     fn timeout_fires_at_exactly_the_deadline() {
-        let p = Policy::new(Limits {
-            timeout: Some(secs(10.0)),
-            ..Limits::none(HZ)
-        });
+        let p = Policy::new(Limits { timeout: Some(secs(10.0)), ..Limits::none(HZ) });
         assert_eq!(p.timeout_at(), Some(secs(10.0)));
         assert_eq!(p.check_timeout(secs(9.999)), None);
         let t = p.check_timeout(secs(10.0)).expect("now == timeout fires");
@@ -751,15 +678,9 @@ mod tests {
     #[test]
     fn threshold_products_do_not_lose_the_boundary_to_rounding() {
         // 0.8 * 3.0 == 2.4000000000000004 in f64, while 240 ticks / 100 Hz == 2.4.
-        let mut p = Policy::new(Limits {
-            cpu_hard: 0.8,
-            ..cpu_limits(3.0)
-        });
+        let mut p = Policy::new(Limits { cpu_hard: 0.8, ..cpu_limits(3.0) });
         p.observe(&at(0.0, 0, 0), false);
-        assert_eq!(
-            p.observe(&at(1.0, 240, 0), false).map(|t| t.reason),
-            Some(Reason::CpuHard)
-        );
+        assert_eq!(p.observe(&at(1.0, 240, 0), false).map(|t| t.reason), Some(Reason::CpuHard));
     }
 
     /// Limit 2 cores, 5s windows: soft at 1.7 cores (850 ticks), hard at 1.9 (950 ticks).
@@ -817,10 +738,7 @@ mod tests {
         .map(|(s, i)| p.observe(s, *i).map(|t| t.reason))
         .collect();
         assert!(got.iter().all(Option::is_none), "{got:?}");
-        assert_eq!(
-            p.observe(&at(30.0, 5400, 0), false).map(|t| t.reason),
-            Some(Reason::CpuSoft)
-        );
+        assert_eq!(p.observe(&at(30.0, 5400, 0), false).map(|t| t.reason), Some(Reason::CpuSoft));
     }
 
     #[test]
@@ -834,9 +752,7 @@ mod tests {
     fn cpu_soft_detail_names_the_lowest_usage_of_the_run() {
         // 0.2 cores, then 1.85, 1.80, 1.82.
         let (mut p, _) = soft_run(&[100, 925, 900]);
-        let t = p
-            .observe(&at(20.0, 100 + 925 + 900 + 910, 0), false)
-            .unwrap();
+        let t = p.observe(&at(20.0, 100 + 925 + 900 + 910, 0), false).unwrap();
         assert_eq!(t.detail, "1.80 cores >= 0.85 x 2 cores limit for 3 probes");
     }
 
@@ -872,10 +788,7 @@ mod tests {
         let mut p = Policy::new(stall_limits(30.0));
         p.observe(&at(0.0, 0, 0), false);
         p.observe(&at(20.0, 0, 0), false);
-        let forked = Sample {
-            new_procs: 1,
-            ..at(20.0, 0, 0)
-        };
+        let forked = Sample { new_procs: 1, ..at(20.0, 0, 0) };
         p.observe(&forked, false);
         assert_eq!(p.observe(&at(30.0, 0, 0), false), None);
         assert_eq!(p.since_progress(), Duration::ZERO);
@@ -886,10 +799,7 @@ mod tests {
         let mut p = Policy::new(Limits {
             min_cpu: Some(0.5),
             cpu_limit: Some(1.0),
-            ..Limits {
-                clk_tck: 0,
-                ..stall_limits(30.0)
-            }
+            ..Limits { clk_tck: 0, ..stall_limits(30.0) }
         });
         let got = reasons(&mut p, (0..=10).map(|i| at(i as f64 * 10.0, i * 1000, 0)));
         assert!(got.iter().all(Option::is_none), "{got:?}");
@@ -900,14 +810,8 @@ mod tests {
 
     #[test]
     fn rss_fires_only_strictly_above_the_limit() {
-        let mut p = Policy::new(Limits {
-            max_rss: Some(GIB),
-            ..Limits::none(HZ)
-        });
-        let s = |rss| Sample {
-            rss_bytes: rss,
-            ..at(0.0, 0, 0)
-        };
+        let mut p = Policy::new(Limits { max_rss: Some(GIB), ..Limits::none(HZ) });
+        let s = |rss| Sample { rss_bytes: rss, ..at(0.0, 0, 0) };
         assert_eq!(p.observe(&s(GIB), false), None);
         let t = p.observe(&s(GIB + 1), false).expect("one byte over");
         assert_eq!(t.reason, Reason::Rss);
@@ -919,15 +823,8 @@ mod tests {
 
     #[test]
     fn rss_is_judged_on_the_first_sample() {
-        let mut p = Policy::new(Limits {
-            max_rss: Some(GIB),
-            ..Limits::none(HZ)
-        });
-        let s = Sample {
-            rss_bytes: GIB * 6 / 5,
-            processes: 4,
-            ..at(0.0, 0, 0)
-        };
+        let mut p = Policy::new(Limits { max_rss: Some(GIB), ..Limits::none(HZ) });
+        let s = Sample { rss_bytes: GIB * 6 / 5, processes: 4, ..at(0.0, 0, 0) };
         let t = p.observe(&s, false).expect("over on the baseline");
         assert_eq!(t.detail, "1.2 GiB resident > 1.0 GiB limit (4 processes)");
     }
@@ -936,26 +833,10 @@ mod tests {
 
     #[test]
     fn a_reason_is_returned_once() {
-        let mut p = Policy::new(Limits {
-            max_rss: Some(1),
-            ..stall_limits(10.0)
-        });
-        let s = |t: f64| Sample {
-            rss_bytes: 2,
-            ..at(t, 0, 0)
-        };
+        let mut p = Policy::new(Limits { max_rss: Some(1), ..stall_limits(10.0) });
+        let s = |t: f64| Sample { rss_bytes: 2, ..at(t, 0, 0) };
         let got = reasons(&mut p, (0..6).map(|i| s(i as f64 * 10.0)));
-        assert_eq!(
-            got,
-            [
-                Some(Reason::Rss),
-                Some(Reason::Stall),
-                None,
-                None,
-                None,
-                None
-            ]
-        );
+        assert_eq!(got, [Some(Reason::Rss), Some(Reason::Stall), None, None, None, None]);
     }
 
     #[test]
@@ -983,10 +864,7 @@ mod tests {
             max_rss: Some(1),
             ..cpu_limits(1.0)
         });
-        let s = |t: f64, ticks, rss| Sample {
-            rss_bytes: rss,
-            ..at(t, ticks, 0)
-        };
+        let s = |t: f64, ticks, rss| Sample { rss_bytes: rss, ..at(t, ticks, 0) };
         // All four become due on the sample at 30s.
         let got = reasons(
             &mut p,
@@ -1039,10 +917,7 @@ mod tests {
             max_rss: Some(0),
             ..Limits::none(HZ)
         });
-        let s = |t: f64| Sample {
-            rss_bytes: GIB,
-            ..at(t, (t * 400.0) as u64, 0)
-        };
+        let s = |t: f64| Sample { rss_bytes: GIB, ..at(t, (t * 400.0) as u64, 0) };
         let got = reasons(&mut p, (0..5).map(|i| s(i as f64)));
         assert!(got.iter().all(Option::is_none), "{got:?}");
         assert_eq!(p.check_timeout(secs(100.0)), None);
@@ -1051,10 +926,7 @@ mod tests {
 
     #[test]
     fn zero_soft_window_means_one_probe() {
-        let mut p = Policy::new(Limits {
-            cpu_soft_for: 0,
-            ..cpu_limits(1.0)
-        });
+        let mut p = Policy::new(Limits { cpu_soft_for: 0, ..cpu_limits(1.0) });
         let got = reasons(&mut p, [at(0.0, 0, 0), at(1.0, 90, 0)]);
         assert_eq!(got, [None, Some(Reason::CpuSoft)]);
     }
@@ -1063,10 +935,7 @@ mod tests {
 
     fn stall_detail(limits: Limits, processes: u32) -> String {
         let mut p = Policy::new(limits);
-        let s = |t| Sample {
-            processes,
-            ..at(t, 0, 0)
-        };
+        let s = |t| Sample { processes, ..at(t, 0, 0) };
         p.observe(&s(0.0), false);
         p.observe(&s(30.0), false).expect("stalls").detail
     }
@@ -1074,39 +943,14 @@ mod tests {
     #[test]
     fn stall_detail_names_the_evidence_kinds() {
         let base = stall_limits(30.0);
-        assert_eq!(
-            stall_detail(base.clone(), 3),
-            "no CPU or I/O progress for 30s (3 processes)"
-        );
-        let cpu_only = Limits {
-            evidence_io: false,
-            ..base.clone()
-        };
-        assert_eq!(
-            stall_detail(cpu_only, 1),
-            "no CPU progress for 30s (1 process)"
-        );
-        let io_only = Limits {
-            evidence_cpu: false,
-            ..base.clone()
-        };
-        assert_eq!(
-            stall_detail(io_only, 2),
-            "no I/O progress for 30s (2 processes)"
-        );
-        let neither = Limits {
-            evidence_cpu: false,
-            evidence_io: false,
-            ..base.clone()
-        };
-        assert_eq!(
-            stall_detail(neither, 2),
-            "no new processes for 30s (2 processes)"
-        );
-        let min_cpu = Limits {
-            min_cpu: Some(0.5),
-            ..base
-        };
+        assert_eq!(stall_detail(base.clone(), 3), "no CPU or I/O progress for 30s (3 processes)");
+        let cpu_only = Limits { evidence_io: false, ..base.clone() };
+        assert_eq!(stall_detail(cpu_only, 1), "no CPU progress for 30s (1 process)");
+        let io_only = Limits { evidence_cpu: false, ..base.clone() };
+        assert_eq!(stall_detail(io_only, 2), "no I/O progress for 30s (2 processes)");
+        let neither = Limits { evidence_cpu: false, evidence_io: false, ..base.clone() };
+        assert_eq!(stall_detail(neither, 2), "no new processes for 30s (2 processes)");
+        let min_cpu = Limits { min_cpu: Some(0.5), ..base };
         assert_eq!(
             stall_detail(min_cpu, 3),
             "no CPU (>= 0.5 cores) or I/O progress for 30s (3 processes)"
@@ -1117,9 +961,7 @@ mod tests {
     fn stall_detail_reports_the_clock_not_the_limit() {
         // 7s probes against a 30s stall: the clock reads 35s when it fires.
         let mut p = Policy::new(stall_limits(30.0));
-        let t = (0..=5)
-            .find_map(|i| p.observe(&at(i as f64 * 7.0, 0, 0), false))
-            .expect("stalls");
+        let t = (0..=5).find_map(|i| p.observe(&at(i as f64 * 7.0, 0, 0), false)).expect("stalls");
         assert_eq!(t.detail, "no CPU or I/O progress for 35s (3 processes)");
     }
 

@@ -51,9 +51,7 @@ pub fn parse_stat(text: &[u8]) -> Option<Stat> {
     if close < open {
         return None;
     }
-    let mut f = Fields {
-        rest: text[close + 1..].strip_prefix(b" ")?,
-    };
+    let mut f = Fields { rest: text[close + 1..].strip_prefix(b" ")? };
     let state = match f.next(false)? {
         &[s] if s.is_ascii_alphabetic() => s,
         _ => return None,
@@ -69,18 +67,7 @@ pub fn parse_stat(text: &[u8]) -> Option<Stat> {
     let starttime = parse_u64(f.next(false)?)?;
     f.skip(20..=20)?; // vsize
     let rss_pages = parse_u64(f.next(true)?)?;
-    Some(Stat {
-        pid,
-        state,
-        ppid,
-        pgrp,
-        utime,
-        stime,
-        cutime,
-        cstime,
-        starttime,
-        rss_pages,
-    })
+    Some(Stat { pid, state, ppid, pgrp, utime, stime, cutime, cstime, starttime, rss_pages })
 }
 
 /// The space-separated fields after comm's `)`.
@@ -249,17 +236,10 @@ impl Prober {
                     .saturating_add(stat.cutime)
                     .saturating_add(stat.cstime),
                 io_bytes,
-                rss_bytes: if gone {
-                    0
-                } else {
-                    stat.rss_pages.saturating_mul(self.page_size)
-                },
+                rss_bytes: if gone { 0 } else { stat.rss_pages.saturating_mul(self.page_size) },
             });
         }
-        Scan {
-            procs,
-            reaped_ticks: self.reaped_ticks,
-        }
+        Scan { procs, reaped_ticks: self.reaped_ticks }
     }
 
     /// Same membership, stat only (for signalling): (pid, starttime) of live non-zombie members.
@@ -295,9 +275,8 @@ impl Prober {
             if let Some(stat) = self.read_stat(pid) {
                 if pid == self.root {
                     root_seen = true;
-                    self.reaped_ticks = self
-                        .reaped_ticks
-                        .max(stat.cutime.saturating_add(stat.cstime));
+                    self.reaped_ticks =
+                        self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
                 }
                 self.stats.push(stat);
             }
@@ -305,9 +284,7 @@ impl Prober {
         if !root_seen {
             // root is watchd itself, so this only happens if /proc hides it from readdir.
             if let Some(stat) = self.read_stat(self.root) {
-                self.reaped_ticks = self
-                    .reaped_ticks
-                    .max(stat.cutime.saturating_add(stat.cstime));
+                self.reaped_ticks = self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
             }
         }
         self.stats.sort_unstable_by_key(|s| s.ppid);
@@ -614,12 +591,7 @@ mod tests {
             prop::array::uniform13(any::<i64>()),
             prop::collection::vec(any::<i64>(), 0..=30),
         )
-            .prop_map(|(comm, stat, other, tail)| Line {
-                comm,
-                stat,
-                other,
-                tail,
-            })
+            .prop_map(|(comm, stat, other, tail)| Line { comm, stat, other, tail })
     }
 
     const REAL: &[u8] = b"4242 (sleep) S 4241 4241 4000 34816 4241 4194304 99 0 0 0 \
@@ -649,10 +621,7 @@ mod tests {
     fn comm_with_parens_spaces_and_newlines() {
         let line = b"7 (a) b\n) S (x) ) S 1 7 7 0 -1 0 0 0 0 0 1 2 3 4 20 0 1 0 99 0 5 0\n";
         let s = parse_stat(line).expect("parses");
-        assert_eq!(
-            (s.pid, s.state, s.ppid, s.utime, s.starttime),
-            (7, b'S', 1, 1, 99)
-        );
+        assert_eq!((s.pid, s.state, s.ppid, s.utime, s.starttime), (7, b'S', 1, 1, 99));
         assert_eq!(s.rss_pages, 5);
     }
 
@@ -696,17 +665,9 @@ mod tests {
             b"12 (x) S 1 1 1 0 0 0 0 0 0 0 1 1 1 1 2x 0 1 0 1 0 1\n",
         ];
         let good: &[u8] = b"12 (x) S 1 1 1 0 0 0 0 0 0 0 1 1 1 1 20 0 1 0 1 0 1\n";
-        assert!(
-            parse_stat(good).is_some(),
-            "the base the cases are mutated from"
-        );
+        assert!(parse_stat(good).is_some(), "the base the cases are mutated from");
         for case in cases {
-            assert_eq!(
-                parse_stat(case),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(case)
-            );
+            assert_eq!(parse_stat(case), None, "{:?}", String::from_utf8_lossy(case));
         }
     }
 
@@ -759,15 +720,8 @@ mod tests {
 
     // ---- io ---------------------------------------------------------------------------------
 
-    const IO_KEYS: [&str; 7] = [
-        "rchar",
-        "wchar",
-        "syscr",
-        "syscw",
-        "read_bytes",
-        "write_bytes",
-        "cancelled_write_bytes",
-    ];
+    const IO_KEYS: [&str; 7] =
+        ["rchar", "wchar", "syscr", "syscw", "read_bytes", "write_bytes", "cancelled_write_bytes"];
 
     fn io_text(values: &[(usize, u64)]) -> Vec<u8> {
         values
@@ -841,21 +795,11 @@ mod tests {
     // ---- sampler ----------------------------------------------------------------------------
 
     fn p(pid: i32, state: u8, ticks: u64, io: Option<u64>, rss: u64) -> Proc {
-        Proc {
-            pid,
-            starttime: 1000 + pid as u64,
-            state,
-            ticks,
-            io_bytes: io,
-            rss_bytes: rss,
-        }
+        Proc { pid, starttime: 1000 + pid as u64, state, ticks, io_bytes: io, rss_bytes: rss }
     }
 
     fn scan(reaped_ticks: u64, procs: Vec<Proc>) -> Scan {
-        Scan {
-            procs,
-            reaped_ticks,
-        }
+        Scan { procs, reaped_ticks }
     }
 
     fn secs(s: u64) -> Duration {
@@ -894,10 +838,7 @@ mod tests {
     fn cpu_stays_monotone_while_a_reaped_child_is_not_yet_in_cutime() {
         let mut sampler = Sampler::new();
         let parent = |ticks| p(10, b'S', ticks, None, 0);
-        let a = sampler.sample(
-            &scan(0, vec![parent(10), p(11, b'R', 50, None, 0)]),
-            secs(1),
-        );
+        let a = sampler.sample(&scan(0, vec![parent(10), p(11, b'R', 50, None, 0)]), secs(1));
         assert_eq!(a.cpu_ticks, 60);
         // The child has been reaped; the parent's cutime has not caught up in our read.
         let b = sampler.sample(&scan(0, vec![parent(10)]), secs(2));
@@ -916,10 +857,7 @@ mod tests {
     fn io_counter_survives_exits_and_unreadable_reads() {
         let mut sampler = Sampler::new();
         let a = sampler.sample(
-            &scan(
-                0,
-                vec![p(1, b'R', 0, Some(100), 0), p(2, b'R', 0, Some(50), 0)],
-            ),
+            &scan(0, vec![p(1, b'R', 0, Some(100), 0), p(2, b'R', 0, Some(50), 0)]),
             secs(1),
         );
         assert_eq!(a.io_bytes, 150);
@@ -928,24 +866,16 @@ mod tests {
         assert_eq!(b.io_bytes, 170);
         // A newcomer contributes everything it has done so far.
         let c = sampler.sample(
-            &scan(
-                0,
-                vec![p(2, b'R', 0, Some(70), 0), p(3, b'R', 0, Some(30), 0)],
-            ),
+            &scan(0, vec![p(2, b'R', 0, Some(70), 0), p(3, b'R', 0, Some(30), 0)]),
             secs(3),
         );
         assert_eq!(c.io_bytes, 200);
         // Unreadable: no news, and the next reading is compared with the last good one.
-        let d = sampler.sample(
-            &scan(0, vec![p(2, b'R', 0, None, 0), p(3, b'R', 0, Some(30), 0)]),
-            secs(4),
-        );
+        let d = sampler
+            .sample(&scan(0, vec![p(2, b'R', 0, None, 0), p(3, b'R', 0, Some(30), 0)]), secs(4));
         assert_eq!(d.io_bytes, 200);
         let e = sampler.sample(
-            &scan(
-                0,
-                vec![p(2, b'R', 0, Some(80), 0), p(3, b'R', 0, Some(30), 0)],
-            ),
+            &scan(0, vec![p(2, b'R', 0, Some(80), 0), p(3, b'R', 0, Some(30), 0)]),
             secs(5),
         );
         assert_eq!(e.io_bytes, 210);
@@ -970,14 +900,7 @@ mod tests {
         assert_eq!(same.new_procs, 0);
         // Two newcomers, one of them already a zombie (born and died between scans).
         let more = sampler.sample(
-            &scan(
-                0,
-                vec![
-                    p(1, b'S', 0, None, 0),
-                    p(2, b'R', 0, None, 0),
-                    p(3, b'Z', 0, None, 0),
-                ],
-            ),
+            &scan(0, vec![p(1, b'S', 0, None, 0), p(2, b'R', 0, None, 0), p(3, b'Z', 0, None, 0)]),
             secs(3),
         );
         assert_eq!((more.new_procs, more.processes), (2, 2));
@@ -995,22 +918,10 @@ mod tests {
     #[test]
     fn all_stopped() {
         let stopped = |procs| Sampler::new().sample(&scan(0, procs), secs(1)).all_stopped;
-        assert!(stopped(vec![
-            p(1, b'T', 0, None, 0),
-            p(2, b't', 0, None, 0)
-        ]));
-        assert!(stopped(vec![
-            p(1, b'T', 0, None, 0),
-            p(2, b'Z', 0, None, 0)
-        ]));
-        assert!(!stopped(vec![
-            p(1, b'T', 0, None, 0),
-            p(2, b'S', 0, None, 0)
-        ]));
-        assert!(!stopped(vec![
-            p(1, b'Z', 0, None, 0),
-            p(2, b'X', 0, None, 0)
-        ]));
+        assert!(stopped(vec![p(1, b'T', 0, None, 0), p(2, b't', 0, None, 0)]));
+        assert!(stopped(vec![p(1, b'T', 0, None, 0), p(2, b'Z', 0, None, 0)]));
+        assert!(!stopped(vec![p(1, b'T', 0, None, 0), p(2, b'S', 0, None, 0)]));
+        assert!(!stopped(vec![p(1, b'Z', 0, None, 0), p(2, b'X', 0, None, 0)]));
         assert!(!stopped(vec![]));
     }
 
@@ -1030,10 +941,7 @@ mod tests {
     fn a_process_listed_twice_counts_once() {
         let twice = vec![p(1, b'R', 10, Some(5), 100), p(1, b'R', 10, Some(5), 100)];
         let s = Sampler::new().sample(&scan(0, twice), secs(1));
-        assert_eq!(
-            (s.cpu_ticks, s.io_bytes, s.processes, s.rss_bytes),
-            (10, 5, 1, 100)
-        );
+        assert_eq!((s.cpu_ticks, s.io_bytes, s.processes, s.rss_bytes), (10, 5, 1, 100));
     }
 
     // ---- real processes ---------------------------------------------------------------------
@@ -1093,12 +1001,8 @@ mod tests {
     fn sh_and_sleeps(prober: &mut Prober, sh: i32) -> (Scan, Vec<i32>) {
         wait_for("sh and both sleeps in the scan", || {
             let scan = prober.scan(&[]);
-            let sleeps: Vec<i32> = scan
-                .procs
-                .iter()
-                .map(|p| p.pid)
-                .filter(|&pid| ppid_of(pid) == Some(sh))
-                .collect();
+            let sleeps: Vec<i32> =
+                scan.procs.iter().map(|p| p.pid).filter(|&pid| ppid_of(pid) == Some(sh)).collect();
             let has_sh = scan.procs.iter().any(|p| p.pid == sh);
             (has_sh && sleeps.len() == 2).then_some((scan, sleeps))
         })
@@ -1111,36 +1015,24 @@ mod tests {
         let mut prober = Prober::new(me());
         assert!(prober.clk_tck() > 0);
         let (scan, sleeps) = sh_and_sleeps(&mut prober, sh);
-        assert!(
-            !scan.procs.iter().any(|p| p.pid == me()),
-            "root is not a member"
-        );
+        assert!(!scan.procs.iter().any(|p| p.pid == me()), "root is not a member");
         for &pid in sleeps.iter().chain([&sh]) {
             let p = scan.procs.iter().find(|p| p.pid == pid).expect("member");
             assert!(p.rss_bytes > 0, "{p:?}");
-            assert!(
-                p.io_bytes.is_some(),
-                "our own children's io is readable: {p:?}"
-            );
+            assert!(p.io_bytes.is_some(), "our own children's io is readable: {p:?}");
             assert_ne!(p.state, b'Z');
         }
 
         let members = prober.members(&[]);
         for &pid in sleeps.iter().chain([&sh]) {
             let p = scan.procs.iter().find(|p| p.pid == pid).expect("member");
-            assert!(
-                members.contains(&(pid, p.starttime)),
-                "{pid} in {members:?}"
-            );
+            assert!(members.contains(&(pid, p.starttime)), "{pid} in {members:?}");
         }
 
         // Excluding sh removes its whole subtree, from both views.
         let without_sh = prober.scan(&[sh]);
         for pid in sleeps.iter().chain([&sh]) {
-            assert!(
-                !without_sh.procs.iter().any(|p| p.pid == *pid),
-                "{pid} excluded"
-            );
+            assert!(!without_sh.procs.iter().any(|p| p.pid == *pid), "{pid} excluded");
             assert!(!prober.members(&[sh]).iter().any(|m| m.0 == *pid));
         }
         // Excluding one sleep removes only that one.
@@ -1163,24 +1055,14 @@ mod tests {
 
     #[test]
     fn zombie_children_stay_in_the_scan_with_no_rss() {
-        let mut child = Command::new("true")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn true");
+        let mut child = Command::new("true").stdin(Stdio::null()).spawn().expect("spawn true");
         let pid = i32::try_from(child.id()).expect("pid fits i32");
         let mut prober = Prober::new(me());
         let zombie = wait_for("the child to become a zombie", || {
-            prober
-                .scan(&[])
-                .procs
-                .into_iter()
-                .find(|p| p.pid == pid && p.state == b'Z')
+            prober.scan(&[]).procs.into_iter().find(|p| p.pid == pid && p.state == b'Z')
         });
         assert_eq!(zombie.rss_bytes, 0);
-        assert!(
-            !prober.members(&[]).iter().any(|m| m.0 == pid),
-            "not signalled"
-        );
+        assert!(!prober.members(&[]).iter().any(|m| m.0 == pid), "not signalled");
         let status = child.wait().expect("reap");
         assert!(status.success());
         assert!(!prober.scan(&[]).procs.iter().any(|p| p.pid == pid));
@@ -1237,17 +1119,12 @@ mod tests {
         }
         let mut children = Children(Vec::with_capacity(1000));
         for _ in 0..1000 {
-            let child = Command::new("sleep")
-                .arg("60")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn sleep");
+            let child =
+                Command::new("sleep").arg("60").stdin(Stdio::null()).spawn().expect("spawn sleep");
             children.0.push(child);
         }
         let mut prober = Prober::new(me());
-        wait_for("1,000 members", || {
-            (prober.scan(&[]).procs.len() >= 1000).then_some(())
-        });
+        wait_for("1,000 members", || (prober.scan(&[]).procs.len() >= 1000).then_some(()));
         for _ in 0..3 {
             prober.scan(&[]);
         }

@@ -132,11 +132,7 @@ pub fn event_json(ev: &Event, ts: SystemTime) -> String {
             o.str("reason", reason);
             o.str("detail", detail);
         }
-        Event::Stop {
-            signal,
-            cmd,
-            grace_s,
-        } => {
+        Event::Stop { signal, cmd, grace_s } => {
             match cmd {
                 Some(cmd) => o.str("cmd", cmd),
                 None => o.opt_str("signal", signal),
@@ -151,13 +147,7 @@ pub fn event_json(ev: &Event, ts: SystemTime) -> String {
             o.int("pid", pid);
             o.str("status", status);
         }
-        Event::Exit {
-            code,
-            signal,
-            reason,
-            duration_s,
-            diagnosis,
-        } => {
+        Event::Exit { code, signal, reason, duration_s, diagnosis } => {
             o.opt_int("code", code);
             o.opt_str("signal", signal);
             o.opt_str("reason", reason);
@@ -366,11 +356,7 @@ pub fn render_metrics(m: &Metrics) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     let name = "watchd_stops_total";
-    family_header(
-        &mut out,
-        name,
-        "Times watchd stopped the command, by trigger reason.",
-    );
+    family_header(&mut out, name, "Times watchd stopped the command, by trigger reason.");
     for (reason, count) in m.stops_total {
         out.push_str(name);
         out.push_str("{reason=\"");
@@ -388,11 +374,7 @@ pub fn render_metrics(m: &Metrics) -> String {
 }
 
 fn family_header(out: &mut String, name: &str, help: &str) {
-    let kind = if name.ends_with("_total") {
-        "counter"
-    } else {
-        "gauge"
-    };
+    let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -455,11 +437,7 @@ pub fn open_events(path: &Path) -> io::Result<Sink> {
     if path.as_os_str() == "-" {
         return Ok(Sink::Stderr);
     }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map(Sink::File)
+    OpenOptions::new().append(true).create(true).open(path).map(Sink::File)
 }
 
 /// The one place watchd's output goes through.
@@ -474,12 +452,7 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(level: Level, events: Option<Sink>, metrics: Option<PathBuf>) -> Reporter {
-        Reporter {
-            level,
-            events,
-            metrics,
-            metrics_warned: false,
-        }
+        Reporter { level, events, metrics, metrics_warned: false }
     }
 
     pub fn level(&self) -> Level {
@@ -650,10 +623,7 @@ mod tests {
     fn check(ev: &Event, name: &str, fields: &[(&str, Kind)]) -> J {
         let text = event_json(ev, ts());
         assert!(!text.ends_with('\n'), "{text}");
-        assert!(
-            !text.bytes().any(|b| b < 0x20),
-            "raw control byte: {text:?}"
-        );
+        assert!(!text.bytes().any(|b| b < 0x20), "raw control byte: {text:?}");
         let v: J = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         let mut want = vec!["ts".to_string(), "event".to_string()];
         want.extend(fields.iter().map(|(k, _)| k.to_string()));
@@ -668,28 +638,13 @@ mod tests {
 
     #[test]
     fn start_round_trips() {
-        let argv = [
-            OsString::from("sh"),
-            OsString::from("-c"),
-            OsString::from("exit 3"),
-        ];
-        let ev = Event::Start {
-            pid: 4242,
-            argv: &argv,
-        };
-        let v = check(
-            &ev,
-            "start",
-            &[("pid", Kind::Int), ("argv", Kind::StrArray)],
-        );
+        let argv = [OsString::from("sh"), OsString::from("-c"), OsString::from("exit 3")];
+        let ev = Event::Start { pid: 4242, argv: &argv };
+        let v = check(&ev, "start", &[("pid", Kind::Int), ("argv", Kind::StrArray)]);
         assert_eq!(v["pid"], 4242);
         assert_eq!(v["argv"], serde_json::json!(["sh", "-c", "exit 3"]));
         let empty = Event::Start { pid: 1, argv: &[] };
-        let v = check(
-            &empty,
-            "start",
-            &[("pid", Kind::Int), ("argv", Kind::StrArray)],
-        );
+        let v = check(&empty, "start", &[("pid", Kind::Int), ("argv", Kind::StrArray)]);
         assert_eq!(v["argv"], serde_json::json!([]));
     }
 
@@ -735,106 +690,52 @@ mod tests {
     #[test]
     fn signal_trigger_kill_reap_round_trip() {
         let v = check(
-            &Event::Signal {
-                signal: "SIGUSR1",
-                to: "group",
-            },
+            &Event::Signal { signal: "SIGUSR1", to: "group" },
             "signal",
             &[("signal", Kind::Str), ("to", Kind::Str)],
         );
-        assert_eq!(
-            (&v["signal"], &v["to"]),
-            (&J::from("SIGUSR1"), &J::from("group"))
-        );
+        assert_eq!((&v["signal"], &v["to"]), (&J::from("SIGUSR1"), &J::from("group")));
 
         let detail = "no CPU or I/O progress for 30s (3 processes)";
         let v = check(
-            &Event::Trigger {
-                reason: "stall",
-                detail,
-            },
+            &Event::Trigger { reason: "stall", detail },
             "trigger",
             &[("reason", Kind::Str), ("detail", Kind::Str)],
         );
-        assert_eq!(
-            (&v["reason"], &v["detail"]),
-            (&J::from("stall"), &J::from(detail))
-        );
+        assert_eq!((&v["reason"], &v["detail"]), (&J::from("stall"), &J::from(detail)));
 
         let v = check(
-            &Event::Kill {
-                signal: "SIGKILL",
-                processes: 4,
-            },
+            &Event::Kill { signal: "SIGKILL", processes: 4 },
             "kill",
             &[("signal", Kind::Str), ("processes", Kind::Int)],
         );
-        assert_eq!(
-            (&v["signal"], &v["processes"]),
-            (&J::from("SIGKILL"), &J::from(4))
-        );
+        assert_eq!((&v["signal"], &v["processes"]), (&J::from("SIGKILL"), &J::from(4)));
 
         let v = check(
-            &Event::Reap {
-                pid: 77,
-                status: "killed by SIGTERM",
-            },
+            &Event::Reap { pid: 77, status: "killed by SIGTERM" },
             "reap",
             &[("pid", Kind::Int), ("status", Kind::Str)],
         );
-        assert_eq!(
-            (&v["pid"], &v["status"]),
-            (&J::from(77), &J::from("killed by SIGTERM"))
-        );
+        assert_eq!((&v["pid"], &v["status"]), (&J::from(77), &J::from("killed by SIGTERM")));
     }
 
     #[test]
     fn stop_writes_exactly_one_of_signal_and_cmd() {
-        let by_signal = Event::Stop {
-            signal: Some("SIGTERM"),
-            cmd: None,
-            grace_s: 10.0,
-        };
-        let v = check(
-            &by_signal,
-            "stop",
-            &[("signal", Kind::Str), ("grace_s", Kind::Num)],
-        );
-        assert_eq!(
-            (&v["signal"], v["grace_s"].as_f64()),
-            (&J::from("SIGTERM"), Some(10.0))
-        );
+        let by_signal = Event::Stop { signal: Some("SIGTERM"), cmd: None, grace_s: 10.0 };
+        let v = check(&by_signal, "stop", &[("signal", Kind::Str), ("grace_s", Kind::Num)]);
+        assert_eq!((&v["signal"], v["grace_s"].as_f64()), (&J::from("SIGTERM"), Some(10.0)));
 
-        let by_cmd = Event::Stop {
-            signal: None,
-            cmd: Some("kill -INT $WATCHD_PID"),
-            grace_s: 0.25,
-        };
-        let v = check(
-            &by_cmd,
-            "stop",
-            &[("cmd", Kind::Str), ("grace_s", Kind::Num)],
-        );
+        let by_cmd =
+            Event::Stop { signal: None, cmd: Some("kill -INT $WATCHD_PID"), grace_s: 0.25 };
+        let v = check(&by_cmd, "stop", &[("cmd", Kind::Str), ("grace_s", Kind::Num)]);
         assert_eq!(v["cmd"], "kill -INT $WATCHD_PID");
         assert_eq!(v["grace_s"].as_f64(), Some(0.25));
 
         // --stop-cmd replaces the signal, so it wins if a caller passes both.
-        let both = Event::Stop {
-            signal: Some("SIGTERM"),
-            cmd: Some("true"),
-            grace_s: 1.0,
-        };
+        let both = Event::Stop { signal: Some("SIGTERM"), cmd: Some("true"), grace_s: 1.0 };
         check(&both, "stop", &[("cmd", Kind::Str), ("grace_s", Kind::Num)]);
-        let neither = Event::Stop {
-            signal: None,
-            cmd: None,
-            grace_s: 1.0,
-        };
-        check(
-            &neither,
-            "stop",
-            &[("signal", Kind::Null), ("grace_s", Kind::Num)],
-        );
+        let neither = Event::Stop { signal: None, cmd: None, grace_s: 1.0 };
+        check(&neither, "stop", &[("signal", Kind::Null), ("grace_s", Kind::Num)]);
     }
 
     #[test]
@@ -855,15 +756,8 @@ mod tests {
             duration_s: 1.5,
             diagnosis: None,
         };
-        let v = check(
-            &exited,
-            "exit",
-            &fields(Kind::Int, Kind::Null, Kind::Null, Kind::Null),
-        );
-        assert_eq!(
-            (&v["code"], v["duration_s"].as_f64()),
-            (&J::from(3), Some(1.5))
-        );
+        let v = check(&exited, "exit", &fields(Kind::Int, Kind::Null, Kind::Null, Kind::Null));
+        assert_eq!((&v["code"], v["duration_s"].as_f64()), (&J::from(3), Some(1.5)));
 
         let stopped = Event::Exit {
             code: None,
@@ -872,18 +766,11 @@ mod tests {
             duration_s: 41.0004,
             diagnosis: Some("the kernel's OOM killer: oom_kill rose by 1"),
         };
-        let v = check(
-            &stopped,
-            "exit",
-            &fields(Kind::Null, Kind::Str, Kind::Str, Kind::Str),
-        );
+        let v = check(&stopped, "exit", &fields(Kind::Null, Kind::Str, Kind::Str, Kind::Str));
         assert_eq!(v["signal"], "SIGKILL");
         assert_eq!(v["reason"], "stall");
         assert_eq!(v["duration_s"].as_f64(), Some(41.0));
-        assert_eq!(
-            v["diagnosis"],
-            "the kernel's OOM killer: oom_kill rose by 1"
-        );
+        assert_eq!(v["diagnosis"], "the kernel's OOM killer: oom_kill rose by 1");
 
         let negative = Event::Exit {
             code: Some(-1),
@@ -893,31 +780,17 @@ mod tests {
             diagnosis: None,
         };
         assert_eq!(
-            check(
-                &negative,
-                "exit",
-                &fields(Kind::Int, Kind::Null, Kind::Null, Kind::Null)
-            )["code"],
+            check(&negative, "exit", &fields(Kind::Int, Kind::Null, Kind::Null, Kind::Null))["code"],
             -1
         );
     }
 
     #[test]
     fn ts_is_rfc3339_utc_with_milliseconds() {
-        for t in [
-            ts(),
-            UNIX_EPOCH,
-            SystemTime::now(),
-            UNIX_EPOCH + Duration::from_nanos(1_999_999),
-        ] {
-            let v: J = serde_json::from_str(&event_json(
-                &Event::Reap {
-                    pid: 1,
-                    status: "x",
-                },
-                t,
-            ))
-            .unwrap();
+        for t in [ts(), UNIX_EPOCH, SystemTime::now(), UNIX_EPOCH + Duration::from_nanos(1_999_999)]
+        {
+            let v: J =
+                serde_json::from_str(&event_json(&Event::Reap { pid: 1, status: "x" }, t)).unwrap();
             let s = v["ts"].as_str().unwrap();
             let parsed = humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             // Milliseconds are truncated, never rounded up into the future.
@@ -934,10 +807,7 @@ mod tests {
     fn ts_out_of_humantime_range_is_clamped_not_a_panic() {
         let before = UNIX_EPOCH - Duration::from_secs(1);
         let after = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
-        let ev = Event::Reap {
-            pid: 1,
-            status: "x",
-        };
+        let ev = Event::Reap { pid: 1, status: "x" };
         let v: J = serde_json::from_str(&event_json(&ev, before)).unwrap();
         assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
         let v: J = serde_json::from_str(&event_json(&ev, after)).unwrap();
@@ -948,10 +818,7 @@ mod tests {
     fn strings_are_escaped_per_rfc_8259() {
         let nasty = "q\"b\\s/ n\n r\r t\t nul\0 bel\u{7} esc\u{1b} us\u{1f} del\u{7f} \
                      é 日本 🦀 ls\u{2028} ps\u{2029} c1\u{85}";
-        let ev = Event::Trigger {
-            reason: "stall",
-            detail: nasty,
-        };
+        let ev = Event::Trigger { reason: "stall", detail: nasty };
         let text = event_json(&ev, ts());
         for esc in [
             "\\\"", "\\\\", "\\n", "\\r", "\\t", "\\u0000", "\\u0007", "\\u001b", "\\u001f",
@@ -971,18 +838,9 @@ mod tests {
             OsString::from_vec(b"\xc3\x28\n\"".to_vec()),
             OsString::from("ok"),
         ];
-        let text = event_json(
-            &Event::Start {
-                pid: 9,
-                argv: &argv,
-            },
-            ts(),
-        );
+        let text = event_json(&Event::Start { pid: 9, argv: &argv }, ts());
         let v: J = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            v["argv"],
-            serde_json::json!(["a\u{fffd}b", "\u{fffd}(\n\"", "ok"])
-        );
+        assert_eq!(v["argv"], serde_json::json!(["a\u{fffd}b", "\u{fffd}(\n\"", "ok"]));
     }
 
     #[test]
@@ -1076,10 +934,7 @@ mod tests {
             ("watchd_seconds_since_progress", "gauge"),
             ("watchd_stops_total", "counter"),
         ];
-        let want: Vec<_> = want
-            .iter()
-            .map(|(n, k)| (n.to_string(), k.to_string()))
-            .collect();
+        let want: Vec<_> = want.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
         assert_eq!(families, want);
         let want_samples = [
             ("watchd_cpu_cores", "0.98"),
@@ -1094,10 +949,8 @@ mod tests {
             ("watchd_stops_total{reason=\"cpu-hard\"}", "0"),
             ("watchd_stops_total{reason=\"rss\"}", "1"),
         ];
-        let want_samples: Vec<_> = want_samples
-            .iter()
-            .map(|(s, v)| (s.to_string(), v.to_string()))
-            .collect();
+        let want_samples: Vec<_> =
+            want_samples.iter().map(|(s, v)| (s.to_string(), v.to_string())).collect();
         assert_eq!(samples, want_samples);
     }
 
@@ -1112,10 +965,7 @@ mod tests {
         let text = render_metrics(&m);
         assert!(text.contains("\nwatchd_cpu_cores NaN\n"), "{text}");
         assert!(text.contains("\nwatchd_cpu_seconds_total +Inf\n"), "{text}");
-        assert!(
-            text.contains("\nwatchd_seconds_since_progress -Inf\n"),
-            "{text}"
-        );
+        assert!(text.contains("\nwatchd_seconds_since_progress -Inf\n"), "{text}");
         assert_eq!(Metrics::default().stops_total.map(|(r, _)| r), STOP_REASONS);
     }
 
@@ -1244,29 +1094,14 @@ mod tests {
         let dir = Scratch::new("events");
         let path = dir.0.join("events.jsonl");
         let mut r = Reporter::new(Level::Quiet, Some(open_events(&path).unwrap()), None);
-        r.event(&Event::Signal {
-            signal: "SIGINT",
-            to: "child",
-        });
-        r.event(&Event::Trigger {
-            reason: "timeout",
-            detail: "ran for 10s,\nthe --timeout",
-        });
+        r.event(&Event::Signal { signal: "SIGINT", to: "child" });
+        r.event(&Event::Trigger { reason: "timeout", detail: "ran for 10s,\nthe --timeout" });
         // Reopening appends rather than truncating.
         let mut r2 = Reporter::new(Level::Quiet, Some(open_events(&path).unwrap()), None);
-        r2.event(&Event::Kill {
-            signal: "SIGKILL",
-            processes: 2,
-        });
+        r2.event(&Event::Kill { signal: "SIGKILL", processes: 2 });
         let text = fs::read_to_string(&path).unwrap();
-        let events: Vec<J> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let names: Vec<_> = events
-            .iter()
-            .map(|e| e["event"].as_str().unwrap())
-            .collect();
+        let events: Vec<J> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let names: Vec<_> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
         assert_eq!(names, ["signal", "trigger", "kill"]);
         assert!(text.ends_with('\n'));
     }
@@ -1276,10 +1111,7 @@ mod tests {
         assert!(matches!(open_events(Path::new("-")), Ok(Sink::Stderr)));
         let dir = Scratch::new("open");
         assert!(open_events(&dir.0.join("missing/events")).is_err());
-        assert!(
-            open_events(&dir.0).is_err(),
-            "a directory is not an events file"
-        );
+        assert!(open_events(&dir.0).is_err(), "a directory is not an events file");
     }
 
     #[test]
@@ -1289,15 +1121,9 @@ mod tests {
         fs::write(&path, "").unwrap();
         let read_only = File::open(&path).unwrap();
         let mut r = Reporter::new(Level::Quiet, Some(Sink::File(read_only)), None);
-        r.event(&Event::Reap {
-            pid: 1,
-            status: "exited 0",
-        });
+        r.event(&Event::Reap { pid: 1, status: "exited 0" });
         assert!(r.events.is_none());
-        r.event(&Event::Reap {
-            pid: 2,
-            status: "exited 0",
-        });
+        r.event(&Event::Reap { pid: 2, status: "exited 0" });
     }
 
     #[test]
@@ -1306,10 +1132,7 @@ mod tests {
         let good = dir.0.join("ok.prom");
         let mut r = Reporter::new(Level::Quiet, None, Some(good.clone()));
         r.metrics(&sample_metrics());
-        assert_eq!(
-            fs::read_to_string(&good).unwrap(),
-            render_metrics(&sample_metrics())
-        );
+        assert_eq!(fs::read_to_string(&good).unwrap(), render_metrics(&sample_metrics()));
         assert!(!r.metrics_warned);
 
         let mut r = Reporter::new(Level::Quiet, None, Some(dir.0.join("gone/x.prom")));
@@ -1320,9 +1143,6 @@ mod tests {
 
         let mut none = Reporter::new(Level::Verbose, None, None);
         none.metrics(&Metrics::default());
-        none.event(&Event::Reap {
-            pid: 1,
-            status: "exited 0",
-        });
+        none.event(&Event::Reap { pid: 1, status: "exited 0" });
     }
 }

@@ -165,23 +165,14 @@ pub fn parse(text: &str) -> Result<Signal, String> {
     } else {
         return Err(bad());
     };
-    n.filter(|&n| n >= rtmin() && n <= rtmax())
-        .map(Signal)
-        .ok_or_else(|| {
-            format!(
-                "real-time signal out of range (RTMIN+0..RTMIN+{})",
-                rtmax() - rtmin()
-            )
-        })
+    n.filter(|&n| n >= rtmin() && n <= rtmax()).map(Signal).ok_or_else(|| {
+        format!("real-time signal out of range (RTMIN+0..RTMIN+{})", rtmax() - rtmin())
+    })
 }
 
 /// Every signal watchd forwards: the standard list of SPEC plus all real-time signals.
 pub fn forwarded() -> impl Iterator<Item = Signal> {
-    FORWARDED
-        .iter()
-        .copied()
-        .chain(rtmin()..=rtmax())
-        .map(Signal)
+    FORWARDED.iter().copied().chain(rtmin()..=rtmax()).map(Signal)
 }
 
 /// A set of signals, real-time ones included.
@@ -336,10 +327,7 @@ mod tests {
         }
         assert!(set.contains(&SIGCONT) && set.contains(&SIGTSTP) && set.contains(&SIGHUP));
         assert!(set.contains(&Signal(rtmin())) && set.contains(&Signal(rtmax())));
-        assert_eq!(
-            set.len(),
-            FORWARDED.len() + (rtmax() - rtmin() + 1) as usize
-        );
+        assert_eq!(set.len(), FORWARDED.len() + (rtmax() - rtmin() + 1) as usize);
     }
 
     #[test]

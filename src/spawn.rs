@@ -168,13 +168,7 @@ fn exec_child(prepared: &mut Prepared, opts: &Options, parent: i32, report: libc
             // take the terminal.
             libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
         }
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            opts.pdeathsig.as_raw() as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
+        libc::prctl(libc::PR_SET_PDEATHSIG, opts.pdeathsig.as_raw() as libc::c_ulong, 0, 0, 0);
         if libc::getppid() != parent {
             // watchd died before the death signal was armed: behave as if it had fired.
             libc::_exit(128 + opts.pdeathsig.as_raw());
@@ -206,11 +200,7 @@ fn exec_child(prepared: &mut Prepared, opts: &Options, parent: i32, report: libc
         }
         let bytes = errno.to_ne_bytes();
         libc::write(report, bytes.as_ptr().cast(), bytes.len());
-        libc::_exit(if errno == libc::ENOENT || errno == libc::ENOTDIR {
-            127
-        } else {
-            126
-        });
+        libc::_exit(if errno == libc::ENOENT || errno == libc::ENOTDIR { 127 } else { 126 });
     }
 }
 
@@ -261,19 +251,11 @@ pub fn spawn_shell(cmd: &str, main_pid: i32, inherited: &Inherited) -> Result<i3
             CString::new(entry).ok()
         })
         .collect();
-    env.push(cstring(
-        format!("WATCHD_PID={main_pid}").as_bytes(),
-        "WATCHD_PID",
-    )?);
+    env.push(cstring(format!("WATCHD_PID={main_pid}").as_bytes(), "WATCHD_PID")?);
     let mut env_ptrs: Vec<_> = env.iter().map(|e| e.as_ptr()).collect();
     env_ptrs.push(std::ptr::null());
     let script = cstring(cmd.as_bytes(), "--stop-cmd")?;
-    let argv_ptrs = [
-        c"sh".as_ptr(),
-        c"-c".as_ptr(),
-        script.as_ptr(),
-        std::ptr::null(),
-    ];
+    let argv_ptrs = [c"sh".as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
     // SAFETY: as in `spawn`: single-threaded, and the child makes only async-signal-safe calls
     // on memory prepared above.
     let pid = unsafe { libc::fork() };
@@ -290,9 +272,7 @@ pub fn spawn_shell(cmd: &str, main_pid: i32, inherited: &Inherited) -> Result<i3
     }
     if pid < 0 {
         let err = std::io::Error::last_os_error();
-        return Err(SpawnError::Internal(format!(
-            "cannot fork for --stop-cmd: {err}"
-        )));
+        return Err(SpawnError::Internal(format!("cannot fork for --stop-cmd: {err}")));
     }
     Ok(pid)
 }

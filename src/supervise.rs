@@ -33,10 +33,7 @@ enum Phase {
     /// The stop signal (or --stop-cmd) went out; the kill signal follows at `kill_at`.
     Draining { kill_at: Instant },
     /// The kill signal went out. If it was not SIGKILL, SIGKILL follows at `final_at`.
-    Killing {
-        final_at: Option<Instant>,
-        give_up_at: Instant,
-    },
+    Killing { final_at: Option<Instant>, give_up_at: Instant },
 }
 
 /// Why and when watchd stopped the command.
@@ -117,11 +114,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     };
     let oom_before = exit::OomCounters::read();
     let started = Instant::now();
-    let options = spawn::Options {
-        inherited,
-        foreground,
-        pdeathsig: config.pdeathsig,
-    };
+    let options = spawn::Options { inherited, foreground, pdeathsig: config.pdeathsig };
     let main_pid = match spawn::spawn(&config.command, &options) {
         Ok(pid) => pid,
         Err(err) => {
@@ -221,16 +214,10 @@ impl Supervisor {
         let argv = &self.config.command;
         self.reporter.info(format!(
             "started {} as pid {}",
-            argv.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
+            argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
             self.main_pid
         ));
-        self.reporter.event(&Event::Start {
-            pid: self.main_pid,
-            argv,
-        });
+        self.reporter.event(&Event::Start { pid: self.main_pid, argv });
         self.next_probe = self.started + self.interval;
     }
 
@@ -282,13 +269,8 @@ impl Supervisor {
         match self.phase {
             Phase::Running => {}
             Phase::Draining { kill_at } => consider(kill_at),
-            Phase::Killing {
-                final_at: Some(t), ..
-            } => consider(t),
-            Phase::Killing {
-                final_at: None,
-                give_up_at,
-            } => consider(give_up_at),
+            Phase::Killing { final_at: Some(t), .. } => consider(t),
+            Phase::Killing { final_at: None, give_up_at } => consider(give_up_at),
         }
         deadline
     }
@@ -303,11 +285,7 @@ impl Supervisor {
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
-        let mut fds = [libc::pollfd {
-            fd: self.sigfd,
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [libc::pollfd { fd: self.sigfd, events: libc::POLLIN, revents: 0 }];
         // SAFETY: `fds` is a valid array of one pollfd; EINTR is just an early wake-up.
         unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
     }
@@ -342,21 +320,12 @@ impl Supervisor {
         }
         let (sent, to) = match self.config.forward_to {
             // SAFETY: main_pid is our unreaped child (> 1), so the pid cannot have been reused.
-            ForwardTo::Child => (
-                unsafe { libc::kill(self.main_pid, sig.as_raw()) } == 0,
-                "child",
-            ),
+            ForwardTo::Child => (unsafe { libc::kill(self.main_pid, sig.as_raw()) } == 0, "child"),
             // SAFETY: while the main child is unreaped its pid names its own process group.
-            ForwardTo::Group => (
-                unsafe { libc::kill(-self.main_pid, sig.as_raw()) } == 0,
-                "group",
-            ),
+            ForwardTo::Group => (unsafe { libc::kill(-self.main_pid, sig.as_raw()) } == 0, "group"),
             ForwardTo::Tree => {
                 let exclude = self.exclude();
-                (
-                    tree::signal_all(&mut self.prober, &exclude, None, sig, false, 1) > 0,
-                    "tree",
-                )
+                (tree::signal_all(&mut self.prober, &exclude, None, sig, false, 1) > 0, "tree")
             }
         };
         if sent {
@@ -393,22 +362,17 @@ impl Supervisor {
                 continue;
             };
             let end_text = end.to_string();
-            self.reporter.event(&Event::Reap {
-                pid,
-                status: &end_text,
-            });
+            self.reporter.event(&Event::Reap { pid, status: &end_text });
             if pid == self.main_pid {
                 self.on_main_end(end);
             } else if Some(pid) == self.stop_cmd_pid {
                 self.stop_cmd_pid = None;
                 if end != ChildEnd::Exited(0) {
-                    self.reporter.warn(format!(
-                        "--stop-cmd failed: it {end_text}; the grace still runs"
-                    ));
+                    self.reporter
+                        .warn(format!("--stop-cmd failed: it {end_text}; the grace still runs"));
                 }
             } else {
-                self.reporter
-                    .info(format!("reaped orphan {pid} ({end_text})"));
+                self.reporter.info(format!("reaped orphan {pid} ({end_text})"));
             }
         }
     }
@@ -451,10 +415,7 @@ impl Supervisor {
         // child's whole group, as a shell resumes a job.
         let mut cont = SigSet::empty();
         cont.add(SIGCONT);
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: sigtimedwait with a zero timeout only dequeues a pending SIGCONT, if any.
         unsafe { libc::sigtimedwait(cont.as_ptr(), std::ptr::null_mut(), &zero) };
         self.hand_terminal_to_child();
@@ -498,9 +459,7 @@ impl Supervisor {
         match self.phase {
             Phase::Running => {
                 self.stop_leftovers();
-                self.phase = Phase::Draining {
-                    kill_at: now + self.config.grace,
-                };
+                self.phase = Phase::Draining { kill_at: now + self.config.grace };
             }
             Phase::Draining { .. } if !self.tree_stopped => self.stop_leftovers(),
             _ => {}
@@ -514,8 +473,7 @@ impl Supervisor {
         let n = tree::signal_all(&mut self.prober, &exclude, None, sig, true, 1);
         self.tree_stopped = true;
         if n > 0 {
-            self.reporter
-                .info(format!("sent {sig} to {n} leftover processes"));
+            self.reporter.info(format!("sent {sig} to {n} leftover processes"));
         }
     }
 
@@ -534,15 +492,10 @@ impl Supervisor {
             Phase::Running => {}
             Phase::Draining { kill_at } if now >= kill_at => self.kill(now),
             Phase::Draining { .. } => {}
-            Phase::Killing {
-                final_at: Some(t),
-                give_up_at,
-            } if now >= t => {
+            Phase::Killing { final_at: Some(t), give_up_at } if now >= t => {
                 tree::signal_all(&mut self.prober, &[], None, SIGKILL, false, KILL_ROUNDS);
-                self.phase = Phase::Killing {
-                    final_at: None,
-                    give_up_at: give_up_at.max(now + KILL_WAIT),
-                };
+                self.phase =
+                    Phase::Killing { final_at: None, give_up_at: give_up_at.max(now + KILL_WAIT) };
             }
             Phase::Killing { .. } => {}
         }
@@ -585,13 +538,8 @@ impl Supervisor {
     }
 
     fn write_metrics(&mut self, sample: &Sample, cpu_seconds: f64, since: f64) {
-        let reasons = [
-            Reason::Stall,
-            Reason::Timeout,
-            Reason::CpuSoft,
-            Reason::CpuHard,
-            Reason::Rss,
-        ];
+        let reasons =
+            [Reason::Stall, Reason::Timeout, Reason::CpuSoft, Reason::CpuHard, Reason::Rss];
         let stops_total = std::array::from_fn(|i| (reasons[i].as_str(), self.stops_total[i]));
         self.reporter.metrics(&Metrics {
             cpu_cores: self.policy.cpu_cores().unwrap_or(0.0),
@@ -607,23 +555,14 @@ impl Supervisor {
     /// A limit fired: say why, then send the stop signal (or run --stop-cmd) and start the grace.
     fn trigger(&mut self, trigger: Trigger, now: Instant) {
         let reason = trigger.reason;
-        self.reporter.event(&Event::Trigger {
-            reason: reason.as_str(),
-            detail: &trigger.detail,
-        });
+        self.reporter.event(&Event::Trigger { reason: reason.as_str(), detail: &trigger.detail });
         if self.phase != Phase::Running {
             return; // a second trigger does not restart the grace
         }
-        let index = [
-            Reason::Stall,
-            Reason::Timeout,
-            Reason::CpuSoft,
-            Reason::CpuHard,
-            Reason::Rss,
-        ]
-        .iter()
-        .position(|&r| r == reason)
-        .unwrap_or(0);
+        let index = [Reason::Stall, Reason::Timeout, Reason::CpuSoft, Reason::CpuHard, Reason::Rss]
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or(0);
         self.stops_total[index] += 1;
         let grace = self.config.grace;
         let kill = self.config.kill_signal;
@@ -641,11 +580,7 @@ impl Supervisor {
             reason.as_str(),
             trigger.detail
         ));
-        self.stopped = Some(Stopped {
-            reason,
-            at: now,
-            how: how.clone(),
-        });
+        self.stopped = Some(Stopped { reason, at: now, how: how.clone() });
         if let Some(cmd) = self.config.stop_cmd.clone() {
             self.reporter.event(&Event::Stop {
                 signal: None,
@@ -654,9 +589,9 @@ impl Supervisor {
             });
             match spawn::spawn_shell(&cmd, self.main_pid, &self.inherited) {
                 Ok(pid) => self.stop_cmd_pid = Some(pid),
-                Err(err) => self
-                    .reporter
-                    .warn(format!("--stop-cmd failed: {err}; the grace still runs")),
+                Err(err) => {
+                    self.reporter.warn(format!("--stop-cmd failed: {err}; the grace still runs"))
+                }
             }
         } else {
             let sig = self.config.stop_signal;
@@ -676,20 +611,11 @@ impl Supervisor {
             self.sent_to_main.add(sig);
             if self.config.stop_scope == StopScope::Tree {
                 let exclude = self.exclude();
-                tree::signal_all(
-                    &mut self.prober,
-                    &exclude,
-                    Some(self.main_pid),
-                    sig,
-                    true,
-                    1,
-                );
+                tree::signal_all(&mut self.prober, &exclude, Some(self.main_pid), sig, true, 1);
                 self.tree_stopped = true;
             }
         }
-        self.phase = Phase::Draining {
-            kill_at: now + grace,
-        };
+        self.phase = Phase::Draining { kill_at: now + grace };
     }
 
     /// The grace ran out: the kill signal to everything still in the tree.
@@ -706,10 +632,7 @@ impl Supervisor {
         }
         n += tree::signal_all(&mut self.prober, &[], main, sig, false, KILL_ROUNDS);
         let name = sig.to_string();
-        self.reporter.event(&Event::Kill {
-            signal: &name,
-            processes: n,
-        });
+        self.reporter.event(&Event::Kill { signal: &name, processes: n });
         if n > 0 && self.stopped.is_none() {
             self.reporter.warn(format!(
                 "{n} processes left by the child outlived the {} grace; sent {name}",
@@ -717,17 +640,13 @@ impl Supervisor {
             ));
         }
         let final_at = (sig != SIGKILL).then(|| now + self.config.grace);
-        self.phase = Phase::Killing {
-            final_at,
-            give_up_at: now + KILL_WAIT,
-        };
+        self.phase = Phase::Killing { final_at, give_up_at: now + KILL_WAIT };
     }
 
     /// The last word: the exit line, the event, and the status watchd leaves with.
     fn finish(mut self) -> Outcome {
-        let (end, ended_at) = self
-            .main_end
-            .expect("finish is only called after the main child ended");
+        let (end, ended_at) =
+            self.main_end.expect("finish is only called after the main child ended");
         // SAFETY: isatty only queries.
         if unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
             // Whoever handed it to the child (at start or on `fg`): give the terminal back to
@@ -755,8 +674,7 @@ impl Supervisor {
                 }
                 _ => format!("child {end} {after} after {}", stopped.how),
             };
-            self.reporter
-                .warn(format!("{}: {how}", stopped.reason.as_str()));
+            self.reporter.warn(format!("{}: {how}", stopped.reason.as_str()));
         } else if let ChildEnd::Killed(sig) = end {
             // A shell is silent when a job dies of SIGINT (Ctrl-C) or SIGPIPE (`| head`), and so
             // is watchd; any other surprise death is explained.
@@ -775,20 +693,14 @@ impl Supervisor {
                 diagnosis = Some(text);
             }
         }
-        self.reporter.info(format!(
-            "child {end} after {}",
-            crate::policy::human_duration(duration)
-        ));
+        self.reporter
+            .info(format!("child {end} after {}", crate::policy::human_duration(duration)));
         let (code, signal) = match end {
             ChildEnd::Exited(code) => (Some(i32::from(code)), None),
             ChildEnd::Killed(sig) => (None, Some(sig.to_string())),
         };
-        let outcome = exit::outcome(
-            end,
-            self.stopped.is_some(),
-            self.config.exit_code_on_stop,
-            self.pid1,
-        );
+        let outcome =
+            exit::outcome(end, self.stopped.is_some(), self.config.exit_code_on_stop, self.pid1);
         self.reporter.event(&Event::Exit {
             code,
             signal: signal.as_deref(),

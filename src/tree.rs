@@ -54,9 +54,7 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, i32> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::ESRCH));
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ESRCH));
     }
     // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -82,10 +80,8 @@ pub fn signal_all(
     let mut signalled: Vec<(i32, u64)> = Vec::new();
     for _ in 0..rounds.max(1) {
         let members = prober.members(exclude);
-        let fresh: Vec<_> = members
-            .into_iter()
-            .filter(|m| Some(m.0) != skip && !signalled.contains(m))
-            .collect();
+        let fresh: Vec<_> =
+            members.into_iter().filter(|m| Some(m.0) != skip && !signalled.contains(m)).collect();
         if fresh.is_empty() {
             break;
         }
@@ -113,10 +109,7 @@ mod tests {
         let pid = child.id() as i32;
         let start = starttime_of(pid).expect("child is in /proc");
         assert_eq!(send_verified(pid, start + 1, SIGTERM), Sent::Gone);
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "a mismatched process was signalled"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "a mismatched process was signalled");
         assert_eq!(send_verified(pid, start, SIGTERM), Sent::Delivered);
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;

@@ -29,17 +29,7 @@ struct Bad {
 const NO: &[&str] = &[];
 
 const DURATION: Bad = Bad {
-    invalid: &[
-        "abc",
-        "5x",
-        "1e3",
-        "1..2",
-        "NaN",
-        "inf",
-        "5s\nrm -rf",
-        "1m 30",
-        "0x10",
-    ],
+    invalid: &["abc", "5x", "1e3", "1..2", "NaN", "inf", "5s\nrm -rf", "1m 30", "0x10"],
     empty: &["", "   "],
     negative: &["-5", "-5s", "-0.5", "-1m30s"],
     // Past u64 seconds: no Duration holds them.
@@ -103,13 +93,7 @@ const SIGNAL: Bad = Bad {
     ],
     empty: &["", "  "],
     negative: &["-1", "-15", "RTMIN-1"],
-    overflowing: &[
-        "65",
-        "2147483648",
-        "99999999999999999999",
-        "RTMIN+99",
-        "RTMIN+4294967296",
-    ],
+    overflowing: &["65", "2147483648", "99999999999999999999", "RTMIN+99", "RTMIN+4294967296"],
     unicode: &["ＴＥＲＭ", "ΣIGTERM", "TERM\u{200b}", "🙂"],
 };
 
@@ -146,13 +130,8 @@ const EXIT_CODE: Bad = Bad {
 };
 
 /// Any non-blank string is a command; only an empty one is bad.
-const STOP_CMD: Bad = Bad {
-    invalid: NO,
-    empty: &["", "   ", "\n"],
-    negative: NO,
-    overflowing: NO,
-    unicode: NO,
-};
+const STOP_CMD: Bad =
+    Bad { invalid: NO, empty: &["", "   ", "\n"], negative: NO, overflowing: NO, unicode: NO };
 
 /// A path that cannot be opened for appending is bad before the command starts.
 const EVENTS: Bad = Bad {
@@ -165,13 +144,7 @@ const EVENTS: Bad = Bad {
 
 /// The metrics file is retried after every probe (a directory that appears later is picked
 /// up), so only an empty path is refused up front.
-const METRICS: Bad = Bad {
-    invalid: NO,
-    empty: &[""],
-    negative: NO,
-    overflowing: NO,
-    unicode: NO,
-};
+const METRICS: Bad = Bad { invalid: NO, empty: &[""], negative: NO, overflowing: NO, unicode: NO };
 
 /// Every option that takes a value: flag, environment variable, bad values.
 const OPTIONS: &[(&str, &str, &Bad)] = &[
@@ -192,11 +165,7 @@ const OPTIONS: &[(&str, &str, &Bad)] = &[
     ("--stop-scope", "WATCHD_STOP_SCOPE", &STOP_SCOPE),
     ("--stop-cmd", "WATCHD_STOP_CMD", &STOP_CMD),
     ("--forward-to", "WATCHD_FORWARD_TO", &FORWARD_TO),
-    (
-        "--exit-code-on-stop",
-        "WATCHD_EXIT_CODE_ON_STOP",
-        &EXIT_CODE,
-    ),
+    ("--exit-code-on-stop", "WATCHD_EXIT_CODE_ON_STOP", &EXIT_CODE),
     ("--events", "WATCHD_EVENTS", &EVENTS),
     ("--metrics-file", "WATCHD_METRICS_FILE", &METRICS),
 ];
@@ -216,11 +185,7 @@ fn run_in(dir: &TempDir, args: &[OsString], env: &[(&str, &OsStr)]) -> Run {
     let marker = dir.path(MARKER);
     let _ = fs::remove_file(&marker);
     let mut all = args.to_vec();
-    all.extend([
-        "sh".into(),
-        "-c".into(),
-        format!("touch '{}'", marker.display()).into(),
-    ]);
+    all.extend(["sh".into(), "-c".into(), format!("touch '{}'", marker.display()).into()]);
     let mut cmd = watchd(&all);
     cmd.current_dir(&dir.0);
     for (key, value) in env {
@@ -283,10 +248,7 @@ fn refusal_problems(r: &Run, dir: &TempDir, flag: &str, env: &str, value: &str) 
         shown.is_empty() || r.stderr.contains(&shown) || r.stderr.contains(v.trim())
     };
     let value_named = if flag == "--evidence" {
-        value
-            .split(',')
-            .filter(|piece| !["cpu", "io"].contains(piece))
-            .any(named)
+        value.split(',').filter(|piece| !["cpu", "io"].contains(piece)).any(named)
     } else {
         named(value)
     };
@@ -404,11 +366,7 @@ fn huge_durations_never_crash() {
         ("--interval", "WATCHD_INTERVAL"),
         ("--grace", "WATCHD_GRACE"),
     ] {
-        for value in [
-            "18446744073709551615",
-            "9223372036854775807s",
-            "300000000000y",
-        ] {
+        for value in ["18446744073709551615", "9223372036854775807s", "300000000000y"] {
             for via in [Via::Flag, Via::Env] {
                 let marker = dir.path(MARKER);
                 let _ = fs::remove_file(&marker);
@@ -420,10 +378,7 @@ fn huge_durations_never_crash() {
                 args.extend([
                     "sh".into(),
                     "-c".into(),
-                    format!(
-                        "sleep 1000 >/dev/null 2>&1 & touch '{}'; exit 3",
-                        marker.display()
-                    ),
+                    format!("sleep 1000 >/dev/null 2>&1 & touch '{}'; exit 3", marker.display()),
                 ]);
                 let mut cmd = watchd(&args);
                 cmd.env("WATCHD_TEST_TAG", &tag);
@@ -506,11 +461,8 @@ fn good_values_are_accepted_and_the_flag_beats_a_bad_variable() {
 fn any_value() -> impl Strategy<Value = String> {
     prop_oneof![
         "\\PC{0,16}",
-        prop::collection::vec(
-            any::<char>().prop_filter("argv has no NUL", |&c| c != '\0'),
-            0..12
-        )
-        .prop_map(|cs| cs.into_iter().collect()),
+        prop::collection::vec(any::<char>().prop_filter("argv has no NUL", |&c| c != '\0'), 0..12)
+            .prop_map(|cs| cs.into_iter().collect()),
         "[-+ ]?[0-9]{0,24}(\\.[0-9]{0,6})?[ ]?(ns|us|ms|s|m|h|d|w|y|K|M|G|T|KiB|GiB|B|%|e9)?",
         "(SIG|sig)?(RTMIN|RTMAX|TERM|KILL|HUP|STOP|CHLD|X)?([+-][0-9]{0,12})?",
         "(cpu|io|tree|child|group|disk|)(,(cpu|io|child|))?",
@@ -539,11 +491,7 @@ fn case_strategy() -> impl Strategy<Value = (usize, String, bool)> {
 fn ci_config() -> ProptestConfig {
     let default = ProptestConfig::default();
     ProptestConfig {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            default.cases
-        } else {
-            64
-        },
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() { default.cases } else { 64 },
         failure_persistence: None,
         max_shrink_iters: 200,
         ..default
@@ -638,10 +586,7 @@ fn proc_parsers_read_the_running_kernel() {
             continue; // exited meanwhile
         };
         let stat = watchd::probe::parse_stat(&text).unwrap_or_else(|| {
-            panic!(
-                "real stat of {pid} refused: {:?}",
-                String::from_utf8_lossy(&text)
-            )
+            panic!("real stat of {pid} refused: {:?}", String::from_utf8_lossy(&text))
         });
         assert_eq!(stat.pid, pid);
         parsed += 1;
@@ -689,11 +634,7 @@ fn proc_parser_survives_a_hostile_comm_from_the_kernel() {
         "printf ') Z 1 1 (\\n1 2' > /proc/$$/comm; echo ok > '{r}.tmp'; mv '{r}.tmp' '{r}'; read x; exit 0",
         r = ready.display()
     );
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new("sh").args(["-c", &script]).stdin(Stdio::piped()).spawn().unwrap();
     wait_file(&ready, Duration::from_secs(10));
     let pid = child.id() as i32;
     let comm = fs::read(format!("/proc/{pid}/comm")).unwrap();

@@ -36,39 +36,18 @@ fn death_by_signal_is_reraised_without_core_dump() {
     ] {
         let r = run(watchd(["sh", "-c", &format!("kill -{name} $$")]));
         assert_eq!(r.signal(), Some(sig), "watchd should die of SIG{name}\n{r}");
-        assert!(
-            !r.status.core_dumped(),
-            "watchd dumped core for SIG{name}\n{r}"
-        );
+        assert!(!r.status.core_dumped(), "watchd dumped core for SIG{name}\n{r}");
     }
 }
 
 #[test]
 fn as_pid1_death_by_signal_is_128_plus_n() {
     let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        WATCHD,
-        "--",
-        "sh",
-        "-c",
-        "kill -TERM $$",
-    ]);
+    cmd.args(["--pid", "--fork", "--mount-proc", WATCHD, "--", "sh", "-c", "kill -TERM $$"]);
     let r = run(cmd);
     r.assert_code(128 + libc::SIGTERM);
     let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        WATCHD,
-        "--",
-        "sh",
-        "-c",
-        "exit 7",
-    ]);
+    cmd.args(["--pid", "--fork", "--mount-proc", WATCHD, "--", "sh", "-c", "exit 7"]);
     run(cmd).assert_code(7);
 }
 
@@ -121,16 +100,9 @@ fn usage_errors_are_one_line_and_125_and_start_nothing() {
         assert_eq!(r.stderr.lines().count(), 1, "not one line\n{r}");
         assert!(r.stderr.starts_with("watchd: "), "{r}");
         let flag = args[0];
-        assert!(
-            r.stderr.contains(flag.trim_start_matches('-')),
-            "does not name {flag}\n{r}"
-        );
+        assert!(r.stderr.contains(flag.trim_start_matches('-')), "does not name {flag}\n{r}");
         if args.len() > 1 {
-            assert!(
-                r.stderr.contains(args[1]),
-                "does not name the value {}\n{r}",
-                args[1]
-            );
+            assert!(r.stderr.contains(args[1]), "does not name the value {}\n{r}", args[1]);
         }
         assert!(r.stdout.is_empty(), "{r}");
         assert!(!marker.exists(), "the command ran despite {args:?}");
@@ -138,9 +110,7 @@ fn usage_errors_are_one_line_and_125_and_start_nothing() {
     let r = run(watchd(Vec::<&str>::new()));
     r.assert_code(125).assert_stderr_has("missing COMMAND");
     assert_eq!(r.stderr.lines().count(), 1, "{r}");
-    run(watchd(["--"]))
-        .assert_code(125)
-        .assert_stderr_has("missing COMMAND");
+    run(watchd(["--"])).assert_code(125).assert_stderr_has("missing COMMAND");
 }
 
 #[test]
@@ -166,21 +136,12 @@ fn environment_variables_set_options_and_the_command_line_wins() {
 fn help_and_version() {
     let r = run(watchd(["--help"]));
     r.assert_code(0);
-    for needle in [
-        "--stall",
-        "--timeout",
-        "WATCHD_STALL",
-        "--exit-code-on-stop",
-        "COMMAND",
-    ] {
+    for needle in ["--stall", "--timeout", "WATCHD_STALL", "--exit-code-on-stop", "COMMAND"] {
         assert!(r.stdout.contains(needle), "--help lacks {needle}\n{r}");
     }
     let r = run(watchd(["--version"]));
     r.assert_code(0);
-    assert_eq!(
-        r.stdout.trim(),
-        format!("watchd {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(r.stdout.trim(), format!("watchd {}", env!("CARGO_PKG_VERSION")));
 }
 
 /// SigBlk and SigIgn lines of a process started through `pre` with and without watchd.
@@ -227,16 +188,11 @@ fn default_everything() -> std::io::Result<()> {
 
 #[test]
 fn child_inherits_exactly_the_signal_mask_and_ignored_set() {
-    for pre in [
-        block_usr1_ignore_usr2_and_pipe as fn() -> std::io::Result<()>,
-        default_everything,
-    ] {
+    for pre in [block_usr1_ignore_usr2_and_pipe as fn() -> std::io::Result<()>, default_everything]
+    {
         let direct = signal_state(pre, false);
         let wrapped = signal_state(pre, true);
-        assert_eq!(
-            wrapped, direct,
-            "the child's signal state differs from what watchd was given"
-        );
+        assert_eq!(wrapped, direct, "the child's signal state differs from what watchd was given");
     }
     // And the states really differ, so the comparison above can fail.
     assert_ne!(
@@ -253,12 +209,7 @@ fn start_recorder(
 ) -> (std::process::Child, std::path::PathBuf) {
     let log = dir.path("signals");
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    args.extend([
-        "--".into(),
-        "python3".into(),
-        SIGREC.into(),
-        log.display().to_string(),
-    ]);
+    args.extend(["--".into(), "python3".into(), SIGREC.into(), log.display().to_string()]);
     args.extend(rec_args.iter().map(|s| s.to_string()));
     let mut cmd = watchd(&args);
     cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
@@ -297,47 +248,27 @@ fn forwards_every_listed_signal_and_never_sigchld() {
         (libc::SIGTSTP, "SIGTSTP"),
         (rt, "SIGRTMIN+0"),
         (rt + 3, "SIGRTMIN+3"),
-        (
-            libc::SIGRTMAX(),
-            &format!("SIGRTMIN+{}", libc::SIGRTMAX() - rt),
-        ),
+        (libc::SIGRTMAX(), &format!("SIGRTMIN+{}", libc::SIGRTMAX() - rt)),
     ];
     for (sig, name) in &sent {
         kill(watchd.id(), libc::SIGCHLD);
         kill(watchd.id(), *sig);
-        wait_for(
-            &format!("{name} to reach the child"),
-            Duration::from_secs(10),
-            || {
-                fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .lines()
-                    .any(|l| l == *name)
-            },
-        );
+        wait_for(&format!("{name} to reach the child"), Duration::from_secs(10), || {
+            fs::read_to_string(&log).unwrap_or_default().lines().any(|l| l == *name)
+        });
     }
     let got = fs::read_to_string(&log).unwrap();
     assert!(!got.contains("SIGCHLD"), "SIGCHLD was forwarded:\n{got}");
     kill(watchd.id(), libc::SIGTERM);
     let status = wait_deadline(&mut watchd, Duration::from_secs(10)).expect("watchd exits");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "the recorder exits 0 on TERM: {status:?}"
-    );
+    assert_eq!(status.code(), Some(0), "the recorder exits 0 on TERM: {status:?}");
 }
 
 #[test]
 fn signals_ignored_at_start_are_not_forwarded() {
     let dir = TempDir::new("ign");
     let log = dir.path("signals");
-    let mut cmd = watchd([
-        "python3",
-        SIGREC,
-        &log.display().to_string(),
-        "--exit-on",
-        "SIGTERM",
-    ]);
+    let mut cmd = watchd(["python3", SIGREC, &log.display().to_string(), "--exit-on", "SIGTERM"]);
     // SAFETY: signal() is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -350,9 +281,7 @@ fn signals_ignored_at_start_are_not_forwarded() {
     kill(child.id(), libc::SIGUSR1);
     kill(child.id(), libc::SIGUSR2); // forwarded: proves the path works, and orders the check
     wait_for("SIGUSR2", Duration::from_secs(10), || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("SIGUSR2")
+        fs::read_to_string(&log).unwrap_or_default().contains("SIGUSR2")
     });
     assert!(
         !fs::read_to_string(&log).unwrap().contains("SIGUSR1"),
@@ -383,15 +312,7 @@ fn family_script(dir: &TempDir) -> String {
 /// Who recorded a USR1 sent to watchd with `--forward-to to`.
 fn forward_usr1(to: &str) -> Vec<String> {
     let dir = TempDir::new(&format!("to-{to}"));
-    let mut cmd = watchd([
-        "--forward-to",
-        to,
-        "--grace",
-        "5s",
-        "sh",
-        "-c",
-        &family_script(&dir),
-    ]);
+    let mut cmd = watchd(["--forward-to", to, "--grace", "5s", "sh", "-c", &family_script(&dir)]);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
     for who in ["main", "grand", "escapee"] {
@@ -399,15 +320,9 @@ fn forward_usr1(to: &str) -> Vec<String> {
     }
     kill(child.id(), libc::SIGUSR1);
     let main_log = dir.path("main");
-    wait_for(
-        "the main child to record USR1",
-        Duration::from_secs(10),
-        || {
-            fs::read_to_string(&main_log)
-                .unwrap_or_default()
-                .contains("USR1")
-        },
-    );
+    wait_for("the main child to record USR1", Duration::from_secs(10), || {
+        fs::read_to_string(&main_log).unwrap_or_default().contains("USR1")
+    });
     // TERM follows USR1 to the same processes (or, for those it does not reach, comes from the
     // cleanup after the main child exits), and each recorder handles USR1 first.
     kill(child.id(), libc::SIGTERM);
@@ -437,15 +352,10 @@ fn forward_to_child_group_and_tree() {
 #[test]
 fn reaps_100_orphans_and_leaves_no_survivor() {
     let tag = unique_tag("orphans");
-    let mut cmd = watchd([
-        "sh",
-        "-c",
-        "for i in $(seq 100); do sleep 1000 & done; exit 0",
-    ]);
+    let mut cmd = watchd(["sh", "-c", "for i in $(seq 100); do sleep 1000 & done; exit 0"]);
     cmd.env("WATCHD_TEST_TAG", &tag);
     let r = run(cmd);
-    r.assert_code(0)
-        .assert_took(Duration::ZERO, Duration::from_secs(5));
+    r.assert_code(0).assert_took(Duration::ZERO, Duration::from_secs(5));
     assert_eq!(processes_tagged(&tag), Vec::<i32>::new(), "survivors\n{r}");
 }
 
@@ -457,9 +367,7 @@ fn adopted_orphans_are_reaped_while_the_child_runs() {
         "(sh -c 'echo $$ > {p}.tmp; mv {p}.tmp {p}; exit 0' &); sleep 1000",
         p = pidfile.display()
     );
-    let mut child = watchd(["--grace", "0", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
+    let mut child = watchd(["--grace", "0", "sh", "-c", &script]).spawn().unwrap();
     let pid = pids_in(&wait_file(&pidfile, Duration::from_secs(10)))[0];
     // Gone from /proc entirely: exited *and* reaped (a zombie would still have an entry).
     wait_for("the orphan to be reaped", Duration::from_secs(5), || {
@@ -482,37 +390,23 @@ fn cleanup_kills_a_term_ignoring_grandchild_at_grace() {
     ]);
     cmd.env("WATCHD_TEST_TAG", &tag);
     let r = run(cmd);
-    r.assert_code(6)
-        .assert_took(Duration::from_millis(1100), Duration::from_secs(4));
+    r.assert_code(6).assert_took(Duration::from_millis(1100), Duration::from_secs(4));
     assert_eq!(processes_tagged(&tag), Vec::<i32>::new(), "survivors\n{r}");
 }
 
 #[test]
 fn cleanup_is_immediate_when_leftovers_obey_term() {
     let tag = unique_tag("cleanup-fast");
-    let mut cmd = watchd([
-        "--grace",
-        "30s",
-        "sh",
-        "-c",
-        "sleep 1000 & sleep 1000 & exit 0",
-    ]);
+    let mut cmd = watchd(["--grace", "30s", "sh", "-c", "sleep 1000 & sleep 1000 & exit 0"]);
     cmd.env("WATCHD_TEST_TAG", &tag);
-    run(cmd)
-        .assert_code(0)
-        .assert_took(Duration::ZERO, Duration::from_secs(5));
+    run(cmd).assert_code(0).assert_took(Duration::ZERO, Duration::from_secs(5));
     assert_eq!(processes_tagged(&tag), Vec::<i32>::new());
 }
 
 #[test]
 fn no_cleanup_leaves_the_rest_running() {
     let tag = unique_tag("no-cleanup");
-    let mut cmd = watchd([
-        "--no-cleanup",
-        "sh",
-        "-c",
-        "sleep 1000 >/dev/null 2>&1 & exit 0",
-    ]);
+    let mut cmd = watchd(["--no-cleanup", "sh", "-c", "sleep 1000 >/dev/null 2>&1 & exit 0"]);
     cmd.env("WATCHD_TEST_TAG", &tag);
     run(cmd).assert_code(0);
     let left = processes_tagged(&tag);
@@ -524,20 +418,14 @@ fn no_cleanup_leaves_the_rest_running() {
 fn killing_watchd_kills_the_child_through_pdeathsig() {
     let dir = TempDir::new("pdeath");
     let pidfile = dir.path("pid");
-    let script = format!(
-        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000",
-        p = pidfile.display()
-    );
+    let script =
+        format!("echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000", p = pidfile.display());
     let mut child = watchd(["sh", "-c", &script]).spawn().unwrap();
     let pid = pids_in(&wait_file(&pidfile, Duration::from_secs(10)))[0];
     assert!(alive(pid));
     child.kill().unwrap();
     child.wait().unwrap();
-    wait_for(
-        "the child to die with watchd",
-        Duration::from_secs(5),
-        || !alive(pid),
-    );
+    wait_for("the child to die with watchd", Duration::from_secs(5), || !alive(pid));
 }
 
 #[test]
@@ -573,17 +461,11 @@ fn works_as_pid1_reaping_and_forwarding() {
     let watchd_pid = watchd_pid.unwrap() as u32;
     kill(watchd_pid, libc::SIGUSR1);
     wait_for("USR1 through PID 1", Duration::from_secs(10), || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("SIGUSR1")
+        fs::read_to_string(&log).unwrap_or_default().contains("SIGUSR1")
     });
     kill(watchd_pid, libc::SIGTERM);
     let status = wait_deadline(&mut child, Duration::from_secs(10)).expect("exits");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "the child exits 0 on TERM: {status:?}"
-    );
+    assert_eq!(status.code(), Some(0), "the child exits 0 on TERM: {status:?}");
 }
 
 /// The first process whose parent is `ppid`, by a /proc scan.
@@ -606,33 +488,20 @@ fn idle_watchd_sleeps_in_the_kernel() {
     // Keep the last reading taken while watchd still runs.
     while child.try_wait().unwrap().is_none() {
         if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status"))
-            && let Some(n) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            && let Some(n) = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
         {
             switches = n.trim().parse().unwrap();
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(
-        started.elapsed() >= Duration::from_secs(9),
-        "sleep 10 ended early"
-    );
-    assert!(
-        switches <= 10,
-        "{switches} voluntary context switches over 10s of idling"
-    );
+    assert!(started.elapsed() >= Duration::from_secs(9), "sleep 10 ended early");
+    assert!(switches <= 10, "{switches} voluntary context switches over 10s of idling");
 }
 
 /// The parent pid of `pid`, from /proc.
 fn ppid_of(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[test]

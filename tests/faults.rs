@@ -42,11 +42,7 @@ fn python() -> &'static str {
             .output()
             .expect("python3 runs");
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if path.is_empty() {
-            "python3".to_string()
-        } else {
-            path
-        }
+        if path.is_empty() { "python3".to_string() } else { path }
     })
 }
 
@@ -62,12 +58,7 @@ fn stat_of(pid: i32) -> Option<watchd::probe::Stat> {
 /// Field `n` (0-based, after comm's `)`) of `/proc/<pid>/stat`, for the fields `Stat` lacks.
 fn stat_field(pid: i32, n: usize) -> Option<i64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(n)?
-        .parse()
-        .ok()
+    text.rsplit_once(')')?.1.split_whitespace().nth(n)?.parse().ok()
 }
 
 /// Every process whose parent is `ppid`, zombies included, with its state.
@@ -118,10 +109,7 @@ impl Stranger {
         if let Some(log) = &self.log {
             let got = fs::read_to_string(log).unwrap_or_default();
             if !got.is_empty() {
-                return Some(format!(
-                    "the {} ({pid}) received signals: {got:?}",
-                    self.what
-                ));
+                return Some(format!("the {} ({pid}) received signals: {got:?}", self.what));
             }
         }
         None
@@ -160,28 +148,15 @@ impl Fault {
             .spawn()
             .unwrap();
         let mut strangers = vec![
-            Stranger {
-                what: "session sentinel",
-                child: sentinel(),
-                log: None,
-            },
-            Stranger {
-                what: "process-group recorder",
-                child: recorder,
-                log: Some(log.clone()),
-            },
+            Stranger { what: "session sentinel", child: sentinel(), log: None },
+            Stranger { what: "process-group recorder", child: recorder, log: Some(log.clone()) },
         ];
         let ready = PathBuf::from(format!("{}.ready", log.display()));
         wait_file(&ready, Duration::from_secs(10));
         for s in &mut strangers {
             assert!(s.trouble().is_none(), "{:?}", s.trouble());
         }
-        Fault {
-            tag: unique_tag(name),
-            dir,
-            strangers,
-            _serial: serial,
-        }
+        Fault { tag: unique_tag(name), dir, strangers, _serial: serial }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -217,10 +192,8 @@ impl Fault {
         // Everything that escaped the tree was reparented to this subreaper; a zombie the
         // tree left unreaped is here too (its environment, hence its tag, is gone).
         let known = self.stranger_pids();
-        let strays: Vec<(i32, char)> = children_of(my_pid())
-            .into_iter()
-            .filter(|(pid, _)| !known.contains(pid))
-            .collect();
+        let strays: Vec<(i32, char)> =
+            children_of(my_pid()).into_iter().filter(|(pid, _)| !known.contains(pid)).collect();
         if !strays.is_empty() {
             let list: Vec<String> = strays.iter().map(|&(p, _)| describe(p)).collect();
             trouble.push(format!(
@@ -288,13 +261,7 @@ impl Bg {
         let mut child = cmd.spawn().expect("spawn watchd");
         let out = capture(child.stdout.take().unwrap());
         let err = capture(child.stderr.take().unwrap());
-        Bg {
-            what,
-            child,
-            out,
-            err,
-            start,
-        }
+        Bg { what, child, out, err, start }
     }
 
     fn pid(&self) -> i32 {
@@ -325,14 +292,8 @@ impl Bg {
         Run {
             what: std::mem::take(&mut self.what),
             status,
-            stdout: self
-                .out
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap_or_else(|_| held.clone()),
-            stderr: self
-                .err
-                .recv_timeout(Duration::from_secs(5))
-                .unwrap_or(held),
+            stdout: self.out.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| held.clone()),
+            stderr: self.err.recv_timeout(Duration::from_secs(5)).unwrap_or(held),
             took,
         }
     }
@@ -444,11 +405,7 @@ fn child_ignoring_term_is_killed_at_the_end_of_the_grace() {
         &script,
     ]);
     let r = Bg::spawn(cmd).finish(Duration::from_secs(15));
-    assert_eq!(
-        r.signal(),
-        Some(libc::SIGKILL),
-        "watchd must die of the child's SIGKILL\n{r}"
-    );
+    assert_eq!(r.signal(), Some(libc::SIGKILL), "watchd must die of the child's SIGKILL\n{r}");
     assert!(!r.status.core_dumped(), "{r}");
     // Not before timeout + grace (the child held out against TERM), and not much after.
     r.assert_took(Duration::from_millis(1500), Duration::from_millis(3500))
@@ -456,10 +413,7 @@ fn child_ignoring_term_is_killed_at_the_end_of_the_grace() {
         .assert_stderr_has("killed by SIGKILL at the end of the 500ms grace");
     assert_no_panic(&r);
     let main = pids_in(&fs::read_to_string(f.path("main.pid")).unwrap())[0];
-    assert!(
-        stat_of(main).is_none(),
-        "the main child {main} is still in /proc\n{r}"
-    );
+    assert!(stat_of(main).is_none(), "the main child {main} is still in /proc\n{r}");
     f.assert_clean(&r);
 }
 
@@ -521,16 +475,7 @@ fn setsid_double_forked_daemon_is_adopted_killed_and_reaped() {
         "setsid sh -c 'sh {d}/daemon.sh </dev/null >/dev/null 2>&1 & exit 0'\n\
          while [ ! -e {d}/go ]; do sleep 0.01; done\nexit 3"
     );
-    let cmd = f.watchd([
-        "-v",
-        "--grace",
-        "500ms",
-        "--interval",
-        "50ms",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let cmd = f.watchd(["-v", "--grace", "500ms", "--interval", "50ms", "sh", "-c", &script]);
     let mut w = Bg::spawn(cmd);
     let daemon = pids_in(&wait_file(&f.path("daemon.pid"), Duration::from_secs(10)))[0];
     let watchd_pid = w.pid();
@@ -538,21 +483,13 @@ fn setsid_double_forked_daemon_is_adopted_killed_and_reaped() {
         stat_of(daemon).is_some_and(|s| s.ppid == watchd_pid)
     });
     // The setup is what it claims: the daemon left watchd's session and process group.
-    assert_ne!(
-        stat_field(daemon, 3),
-        stat_field(watchd_pid, 3),
-        "same session"
-    );
-    assert_ne!(
-        stat_of(daemon).unwrap().pgrp,
-        stat_of(watchd_pid).unwrap().pgrp
-    );
+    assert_ne!(stat_field(daemon, 3), stat_field(watchd_pid, 3), "same session");
+    assert_ne!(stat_of(daemon).unwrap().pgrp, stat_of(watchd_pid).unwrap().pgrp);
     assert!(w.running(), "watchd ended before the main child");
     fs::write(f.path("go"), "").unwrap();
     let go = Instant::now();
     let r = w.finish(Duration::from_secs(15));
-    r.assert_code(3)
-        .assert_stderr_has(&format!("reaped orphan {daemon} (killed by SIGKILL)"));
+    r.assert_code(3).assert_stderr_has(&format!("reaped orphan {daemon} (killed by SIGKILL)"));
     assert!(
         go.elapsed() >= Duration::from_millis(500),
         "watchd did not wait the grace for a daemon ignoring TERM\n{r}"
@@ -612,22 +549,13 @@ fn fork_storm_during_a_drain() {
         "the storm did not finish within the grace (machine too slow?)\n{r}"
     );
     let reaped = count(&r.stderr, "watchd: reaped orphan ");
-    assert!(
-        reaped >= 1000,
-        "watchd reaped {reaped} orphans, want every one of the 1000\n{r}"
-    );
+    assert!(reaped >= 1000, "watchd reaped {reaped} orphans, want every one of the 1000\n{r}");
     assert!(
         zombies.seen > 0,
         "the zombie watch saw no zombie at all: it is not watching ({zombies:?})"
     );
-    assert!(
-        zombies.longest <= interval,
-        "a zombie outlived a probe interval: {zombies:?}\n{r}"
-    );
-    assert!(
-        zombies.most_at_once <= 50,
-        "zombies piled up: {zombies:?}\n{r}"
-    );
+    assert!(zombies.longest <= interval, "a zombie outlived a probe interval: {zombies:?}\n{r}");
+    assert!(zombies.most_at_once <= 50, "zombies piled up: {zombies:?}\n{r}");
     f.assert_clean(&r);
 }
 
@@ -645,16 +573,7 @@ fn child_closing_its_stdio_is_still_supervised() {
          while [ ! -e {d}/go ]; do sleep 0.01; done\n\
          exit 7"
     );
-    let cmd = f.watchd([
-        "-v",
-        "--grace",
-        "5s",
-        "--interval",
-        "50ms",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let cmd = f.watchd(["-v", "--grace", "5s", "--interval", "50ms", "sh", "-c", &script]);
     let mut w = Bg::spawn(cmd);
     let kid = pids_in(&wait_file(&f.path("kid"), Duration::from_secs(10)))[0];
     let main = stat_of(kid).expect("the grandchild runs").ppid;
@@ -684,15 +603,10 @@ fn child_closing_its_stdio_is_still_supervised() {
 #[test]
 fn sigkilled_watchd_takes_the_child_along() {
     let mut f = Fault::new("pdeathsig");
-    for (extra, want) in [
-        (None, libc::SIGKILL),
-        (Some(["--pdeathsig", "TERM"]), libc::SIGTERM),
-    ] {
+    for (extra, want) in [(None, libc::SIGKILL), (Some(["--pdeathsig", "TERM"]), libc::SIGTERM)] {
         let pidfile = f.path(&format!("pid-{want}"));
-        let script = format!(
-            "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000",
-            p = pidfile.display()
-        );
+        let script =
+            format!("echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000", p = pidfile.display());
         let mut args: Vec<&str> = extra.map(|e| e.to_vec()).unwrap_or_default();
         args.extend(["sh", "-c", &script]);
         let w = Bg::spawn(f.watchd(&args));
@@ -750,16 +664,9 @@ fn ten_thousand_signals_in_a_burst() {
         kill(pid, libc::SIGUSR1);
     }
     kill(pid, libc::SIGUSR2);
-    wait_for(
-        "the last signal to reach the child",
-        Duration::from_secs(20),
-        || {
-            fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l == "SIGUSR2")
-        },
-    );
+    wait_for("the last signal to reach the child", Duration::from_secs(20), || {
+        fs::read_to_string(&log).unwrap_or_default().lines().any(|l| l == "SIGUSR2")
+    });
     assert!(w.running(), "watchd ended during the burst");
     kill(pid, libc::SIGTERM);
     let r = w.finish(Duration::from_secs(10));
@@ -767,14 +674,9 @@ fn ten_thousand_signals_in_a_burst() {
     assert_no_panic(&r);
     let got = fs::read_to_string(&log).unwrap();
     assert!(got.lines().any(|l| l == "SIGUSR1"), "no USR1 arrived\n{r}");
-    let others: Vec<&str> = got
-        .lines()
-        .filter(|l| !["SIGUSR1", "SIGUSR2", "SIGTERM"].contains(l))
-        .collect();
-    assert!(
-        others.is_empty(),
-        "the child got signals nobody sent: {others:?}"
-    );
+    let others: Vec<&str> =
+        got.lines().filter(|l| !["SIGUSR1", "SIGUSR2", "SIGTERM"].contains(l)).collect();
+    assert!(others.is_empty(), "the child got signals nobody sent: {others:?}");
     f.assert_clean(&r);
 }
 
@@ -808,10 +710,7 @@ fn children_exiting_while_a_probe_reads_them() {
     let r = Bg::spawn(cmd).finish(Duration::from_secs(30));
     r.assert_code(42);
     assert_no_panic(&r);
-    assert!(
-        f.path("done").exists(),
-        "the child did not finish its work\n{r}"
-    );
+    assert!(f.path("done").exists(), "the child did not finish its work\n{r}");
     let text = fs::read_to_string(&events).unwrap();
     let mut samples = 0;
     let mut exit = None;
@@ -824,10 +723,7 @@ fn children_exiting_while_a_probe_reads_them() {
             _ => {}
         }
     }
-    assert!(
-        samples >= 50,
-        "only {samples} probes ran: the race was not exercised\n{r}"
-    );
+    assert!(samples >= 50, "only {samples} probes ran: the race was not exercised\n{r}");
     let exit = exit.unwrap_or_else(|| panic!("no exit event\n{r}"));
     assert_eq!(exit["code"], 42, "{exit}");
     f.assert_clean(&r);
@@ -901,20 +797,9 @@ fn closed_pipe_for_watchd_messages() {
             signal: Some(libc::SIGUSR1),
         },
         // A usage error.
-        Case {
-            opts: &["--stall", "abc"],
-            script: "exit 0",
-            code: Some(125),
-            signal: None,
-        },
+        Case { opts: &["--stall", "abc"], script: "exit 0", code: Some(125), signal: None },
     ];
-    for Case {
-        opts,
-        script,
-        code,
-        signal,
-    } in cases
-    {
+    for Case { opts, script, code, signal } in cases {
         let mut args: Vec<&str> = opts.to_vec();
         args.extend(["sh", "-c", script]);
         let mut cmd = f.watchd(&args);
@@ -933,16 +818,8 @@ fn closed_pipe_for_watchd_messages() {
             stderr: "<closed pipe>".into(),
             took: start.elapsed(),
         };
-        assert_ne!(
-            r.signal(),
-            Some(libc::SIGPIPE),
-            "watchd died of SIGPIPE\n{r}"
-        );
-        assert_eq!(
-            (r.code(), r.signal()),
-            (code, signal),
-            "wrong exit status\n{r}"
-        );
+        assert_ne!(r.signal(), Some(libc::SIGPIPE), "watchd died of SIGPIPE\n{r}");
+        assert_eq!((r.code(), r.signal()), (code, signal), "wrong exit status\n{r}");
         // The drain ran to its normal end (the child obeys TERM), not to the grace.
         r.assert_took(Duration::ZERO, Duration::from_millis(2500));
         f.assert_clean(&r);

@@ -248,9 +248,7 @@ fn description() -> Roff {
     )]);
 
     r.control("SS", ["Limits and triggers"]);
-    r.text([roman(
-        "All limits are off unless given. When one fires, watchd names its reason:",
-    )]);
+    r.text([roman("All limits are off unless given. When one fires, watchd names its reason:")]);
     entry(
         &mut r,
         [bold("stall"), roman(" ("), bold("--stall"), roman(")")],
@@ -324,21 +322,13 @@ fn values() -> Roff {
         "250ms, 5s, 1m30s, 2h, or a bare number of seconds (10, 0.5), as timeout(1) accepts. \
          0 disables a limit.",
     );
-    entry(
-        &mut r,
-        [italic("SIGNAL")],
-        "TERM, SIGTERM, term, 15, RTMIN+3.",
-    );
+    entry(&mut r, [italic("SIGNAL")], "TERM, SIGTERM, term, 15, RTMIN+3.");
     entry(
         &mut r,
         [italic("SIZE")],
         "1048576, 512K, 512M, 2G, 1.5GiB (K, M, G and T are powers of 1024).",
     );
-    entry(
-        &mut r,
-        [italic("CORES")],
-        "a decimal number of CPU cores; 1.0 is one core fully busy.",
-    );
+    entry(&mut r, [italic("CORES")], "a decimal number of CPU cores; 1.0 is one core fully busy.");
     r.control("PP", []);
     r.text([roman(
         "A bad value is a usage error: one line naming the option and the value on stderr, \
@@ -350,11 +340,7 @@ fn values() -> Roff {
 fn exit_status() -> Roff {
     let mut r = Roff::new();
     r.control("SH", ["EXIT STATUS"]);
-    entry(
-        &mut r,
-        [roman("the child's exit code")],
-        "The child exited.",
-    );
+    entry(&mut r, [roman("the child's exit code")], "The child exited.");
     entry(
         &mut r,
         [roman("the child's signal")],
@@ -367,16 +353,8 @@ fn exit_status() -> Roff {
         [bold("--exit-code-on-stop"), roman(" "), italic("N")],
         "watchd itself stopped the child, and the option was given (e.g. 124 for CI).",
     );
-    entry(
-        &mut r,
-        [bold("125")],
-        "watchd failed: usage error, bad value, internal error.",
-    );
-    entry(
-        &mut r,
-        [bold("126")],
-        "COMMAND found but could not be executed.",
-    );
+    entry(&mut r, [bold("125")], "watchd failed: usage error, bad value, internal error.");
+    entry(&mut r, [bold("126")], "COMMAND found but could not be executed.");
     entry(&mut r, [bold("127")], "COMMAND not found.");
     r.control("PP", []);
     r.text([roman(
@@ -430,9 +408,7 @@ fn environment(cmd: &clap::Command) -> Roff {
                 " when 1, true, yes, on, y or t; 0, false, no, off, n or f leave it off.",
             ));
         } else {
-            let value = arg
-                .get_value_names()
-                .map_or("VALUE".to_owned(), |v| v.join(" "));
+            let value = arg.get_value_names().map_or("VALUE".to_owned(), |v| v.join(" "));
             tag.push(italic(value.as_str()));
             body.extend([roman(" "), italic(value), roman(".")]);
         }
@@ -534,13 +510,7 @@ fn examples() -> Roff {
 fn see_also() -> Roff {
     let mut r = Roff::new();
     r.control("SH", ["SEE ALSO"]);
-    let refs = [
-        ("timeout", "1"),
-        ("kill", "1"),
-        ("prctl", "2"),
-        ("proc", "5"),
-        ("signal", "7"),
-    ];
+    let refs = [("timeout", "1"), ("kill", "1"), ("prctl", "2"), ("proc", "5"), ("signal", "7")];
     let mut line = Vec::new();
     for (i, (name, section)) in refs.iter().enumerate() {
         if i > 0 {
@@ -604,15 +574,10 @@ fn man_page_covers_every_option_its_environment_and_exit_status() {
     let page = String::from_utf8(man_page()).expect("man page is UTF-8");
     // clap_mangen's option sections: OPTIONS, then one per help heading, up to EXIT STATUS.
     let options_start = page.find(".SH OPTIONS\n").expect("an OPTIONS section");
-    let options_end = page
-        .find(".SH \"EXIT STATUS\"\n")
-        .expect("an EXIT STATUS section");
+    let options_end = page.find(".SH \"EXIT STATUS\"\n").expect("an EXIT STATUS section");
     let entries = entries(&page[options_start..options_end]);
     let entry = |spelled: &str| {
-        entries
-            .iter()
-            .find(|(tag, _)| tag.contains(spelled))
-            .map(|(_, body)| *body)
+        entries.iter().find(|(tag, _)| tag.contains(spelled)).map(|(_, body)| *body)
     };
     let mut options = 0;
     for arg in cmd.get_arguments() {
@@ -648,14 +613,8 @@ fn man_page_covers_every_option_its_environment_and_exit_status() {
     }
 
     let exit = section(&page, "EXIT STATUS");
-    for needle in [
-        "exit code",
-        "128+N",
-        &roff_escaped("--exit-code-on-stop"),
-        "125",
-        "126",
-        "127",
-    ] {
+    for needle in ["exit code", "128+N", &roff_escaped("--exit-code-on-stop"), "125", "126", "127"]
+    {
         assert!(exit.contains(needle), "EXIT STATUS lacks {needle}:\n{exit}");
     }
 }
@@ -679,27 +638,14 @@ fn man_renders_the_man_page() {
         });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let report = format!(
-        "--- status: {}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
-        out.status
-    );
+    let report =
+        format!("--- status: {}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}", out.status);
     assert!(out.status.success(), "man -l failed\n{report}");
-    assert!(
-        stdout.starts_with("WATCHD(1)"),
-        "no WATCHD(1) header\n{report}"
-    );
-    for needle in [
-        "NAME",
-        "SYNOPSIS",
-        "EXIT STATUS",
-        "ENVIRONMENT",
-        "WATCHD_STALL",
-        "--exit-code-on-stop",
-    ] {
-        assert!(
-            stdout.contains(needle),
-            "rendered page lacks {needle:?}\n{report}"
-        );
+    assert!(stdout.starts_with("WATCHD(1)"), "no WATCHD(1) header\n{report}");
+    for needle in
+        ["NAME", "SYNOPSIS", "EXIT STATUS", "ENVIRONMENT", "WATCHD_STALL", "--exit-code-on-stop"]
+    {
+        assert!(stdout.contains(needle), "rendered page lacks {needle:?}\n{report}");
     }
     assert!(stderr.is_empty(), "groff warned\n{report}");
 }
@@ -711,16 +657,10 @@ fn help_mentions_every_option() {
     r.assert_code(0);
     for arg in cmd.get_arguments() {
         if let Some(long) = arg.get_long() {
-            assert!(
-                r.stdout.contains(&format!("--{long}")),
-                "--help lacks --{long}\n{r}"
-            );
+            assert!(r.stdout.contains(&format!("--{long}")), "--help lacks --{long}\n{r}");
         }
         if let Some(short) = arg.get_short() {
-            assert!(
-                r.stdout.contains(&format!("-{short}, ")),
-                "--help lacks -{short}\n{r}"
-            );
+            assert!(r.stdout.contains(&format!("-{short}, ")), "--help lacks -{short}\n{r}");
         }
         if let Some(env) = arg.get_env() {
             let env = env.to_string_lossy();

@@ -84,12 +84,7 @@ fn open_pty() -> (OwnedFd, OwnedFd) {
     // SAFETY: a valid pty master; `name` has room for the path and its NUL (ptsname_r checks).
     unsafe {
         assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt: {}", errno());
-        assert_eq!(
-            libc::unlockpt(master.as_raw_fd()),
-            0,
-            "unlockpt: {}",
-            errno()
-        );
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt: {}", errno());
         assert_eq!(
             libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
             0,
@@ -100,21 +95,12 @@ fn open_pty() -> (OwnedFd, OwnedFd) {
     // SAFETY: ptsname_r succeeded, so `name` holds a NUL-terminated path.
     let path = unsafe { CStr::from_ptr(name.as_ptr()) };
     // SAFETY: `path` is a valid C string; O_NOCTTY so the test process never acquires it.
-    let slave = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
+    let slave =
+        unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
     assert!(slave >= 0, "open {path:?}: {}", errno());
     // SAFETY: a fresh descriptor nothing else owns.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    let size = libc::winsize {
-        ws_row: 50,
-        ws_col: 200,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let size = libc::winsize { ws_row: 50, ws_col: 200, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
     unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     // Reads poll with a deadline, never block.
@@ -140,9 +126,8 @@ struct Shell {
 impl Shell {
     fn start() -> Shell {
         let (master, slave) = open_pty();
-        let bin_dir = Path::new(util::WATCHD)
-            .parent()
-            .expect("the watchd binary lives in a directory");
+        let bin_dir =
+            Path::new(util::WATCHD).parent().expect("the watchd binary lives in a directory");
         let path = format!(
             "{}:{}",
             bin_dir.display(),
@@ -176,9 +161,7 @@ impl Shell {
                 Ok(())
             });
         }
-        let bash = cmd
-            .spawn()
-            .expect("start bash on a pty (is bash installed?)");
+        let bash = cmd.spawn().expect("start bash on a pty (is bash installed?)");
         let pid = bash.id() as i32;
         let mut shell = Shell {
             master: File::from(master),
@@ -199,11 +182,8 @@ impl Shell {
             return;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds = [libc::pollfd {
-            fd: self.master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds =
+            [libc::pollfd { fd: self.master.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         let ms = left.as_millis().clamp(1, 100) as libc::c_int;
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
@@ -250,9 +230,7 @@ impl Shell {
 
     /// Types `bytes` as a user would.
     fn send(&mut self, bytes: &[u8]) {
-        self.master
-            .write_all(bytes)
-            .expect("write to the pty master");
+        self.master.write_all(bytes).expect("write to the pty master");
     }
 
     /// Types a command line and Enter.
@@ -313,10 +291,7 @@ impl Shell {
         let deadline = Instant::now() + WAIT;
         while !cond(self) {
             if Instant::now() >= deadline {
-                panic!(
-                    "timed out after {WAIT:?} waiting until {what}\n{}",
-                    self.dump()
-                );
+                panic!("timed out after {WAIT:?} waiting until {what}\n{}", self.dump());
             }
             self.pump(Instant::now() + Duration::from_millis(5));
         }
@@ -330,15 +305,9 @@ impl Shell {
         let bash = self.pid;
         self.wait_until(&format!("bash runs watchd and watchd runs {comm}"), |sh| {
             let procs = session_members(sh.pid);
-            found = procs
-                .iter()
-                .filter(|w| w.ppid == bash && w.comm == "watchd")
-                .find_map(|w| {
-                    procs
-                        .iter()
-                        .find(|c| c.ppid == w.pid && c.comm == comm)
-                        .map(|c| (w.pid, c.pid))
-                });
+            found = procs.iter().filter(|w| w.ppid == bash && w.comm == "watchd").find_map(|w| {
+                procs.iter().find(|c| c.ppid == w.pid && c.comm == comm).map(|c| (w.pid, c.pid))
+            });
             found.is_some()
         });
         found.expect("set by the wait")
@@ -407,10 +376,7 @@ fn ctrl_c_reaches_the_child_and_the_shell_sees_130() {
     sh.line("watchd -- sleep 100");
     let (watchd, child) = sh.job("sleep");
     sh.send(b"\x03");
-    sh.expect(
-        PROMPT,
-        "^C should end sleep, then watchd, and give the prompt back",
-    );
+    sh.expect(PROMPT, "^C should end sleep, then watchd, and give the prompt back");
     sh.status(130, "watchd should die of the child's SIGINT: $? = 128 + 2");
     assert!(
         stat(watchd).is_none() && stat(child).is_none(),
@@ -428,18 +394,12 @@ fn ctrl_z_stops_child_and_watchd_and_fg_resumes_both() {
     sh.line("watchd -- sleep 100");
     let (watchd, child) = sh.job("sleep");
     sh.send(b"\x1a");
-    sh.expect(
-        "Stopped",
-        "after ^Z the shell should report the job (watchd) stopped",
-    );
+    sh.expect("Stopped", "after ^Z the shell should report the job (watchd) stopped");
     sh.prompt();
-    sh.wait_until(
-        &format!("watchd {watchd} and sleep {child} are both stopped (state T)"),
-        |_| {
-            matches!(stat(watchd), Some(s) if s.state == 'T')
-                && matches!(stat(child), Some(s) if s.state == 'T')
-        },
-    );
+    sh.wait_until(&format!("watchd {watchd} and sleep {child} are both stopped (state T)"), |_| {
+        matches!(stat(watchd), Some(s) if s.state == 'T')
+            && matches!(stat(child), Some(s) if s.state == 'T')
+    });
     sh.line("jobs");
     sh.expect("[1]+  Stopped", "`jobs` should list the job as Stopped");
     sh.prompt();
@@ -514,18 +474,8 @@ fn the_command_owns_the_terminal_while_it_runs() {
     // watchd hands over the terminal before exec, so once `sleep` runs this holds: no polling.
     let c = sh.stat(child);
     let w = sh.stat(watchd);
-    assert_eq!(
-        c.pgrp,
-        child,
-        "the command should lead its own process group\n{}",
-        sh.dump()
-    );
-    assert_ne!(
-        w.pgrp,
-        c.pgrp,
-        "watchd should not share the command's group\n{}",
-        sh.dump()
-    );
+    assert_eq!(c.pgrp, child, "the command should lead its own process group\n{}", sh.dump());
+    assert_ne!(w.pgrp, c.pgrp, "watchd should not share the command's group\n{}", sh.dump());
     assert_eq!(
         c.tpgid,
         child,
@@ -546,10 +496,7 @@ fn the_command_owns_the_terminal_while_it_runs() {
 fn a_script_around_watchd_gets_the_terminal_back() {
     let mut sh = Shell::start();
     sh.line("bash -c 'watchd -- true; echo ready:$((1+1)); read -r l; echo script:$l'");
-    sh.expect(
-        "ready:2\r\n",
-        "the script should run watchd -- true to its end",
-    );
+    sh.expect("ready:2\r\n", "the script should run watchd -- true to its end");
     sh.send(b"typed\r");
     sh.expect(
         "script:typed\r\n",
@@ -575,16 +522,10 @@ fn bg_then_fg_lets_the_command_read_the_terminal() {
     let made = unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) };
     assert_eq!(made, 0, "mkfifo {}: {}", fifo.display(), errno());
     let mut sh = Shell::start();
-    sh.line(&format!(
-        "watchd -- sh -c 'read go < {}; read x; echo got:$x'",
-        fifo.display()
-    ));
+    sh.line(&format!("watchd -- sh -c 'read go < {}; read x; echo got:$x'", fifo.display()));
     let (watchd, child) = sh.job("sh");
     sh.send(b"\x1a");
-    sh.expect(
-        "Stopped",
-        "after ^Z the shell should report the job stopped",
-    );
+    sh.expect("Stopped", "after ^Z the shell should report the job stopped");
     sh.prompt();
     sh.wait_until("watchd and sh are both stopped (state T)", |_| {
         matches!(stat(watchd), Some(s) if s.state == 'T')
@@ -593,13 +534,10 @@ fn bg_then_fg_lets_the_command_read_the_terminal() {
 
     sh.line("bg");
     sh.prompt();
-    sh.wait_until(
-        "after bg (SIGCONT) watchd and sh both run again (state S)",
-        |_| {
-            matches!(stat(watchd), Some(s) if s.state == 'S')
-                && matches!(stat(child), Some(s) if s.state == 'S')
-        },
-    );
+    sh.wait_until("after bg (SIGCONT) watchd and sh both run again (state S)", |_| {
+        matches!(stat(watchd), Some(s) if s.state == 'S')
+            && matches!(stat(child), Some(s) if s.state == 'S')
+    });
     let bash = sh.stat(sh.pid);
     assert_eq!(
         bash.tpgid,
@@ -617,17 +555,11 @@ fn bg_then_fg_lets_the_command_read_the_terminal() {
     // Let sh go on to its terminal read (it holds the FIFO open for reading by now, or soon).
     let mut writer = None;
     sh.wait_until("sh opens the FIFO", |_| {
-        writer = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo)
-            .ok();
+        writer =
+            std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo).ok();
         writer.is_some()
     });
-    writer
-        .expect("opened by the wait")
-        .write_all(b"go\n")
-        .expect("write to the FIFO");
+    writer.expect("opened by the wait").write_all(b"go\n").expect("write to the FIFO");
     sh.send(b"hello\r");
     sh.expect_not_after(
         "got:hello\r\n",
@@ -669,11 +601,7 @@ fn a_background_reader_stops_and_fg_lets_it_read() {
         |_| matches!(stat(child), Some(s) if s.tpgid == child),
     );
     sh.send(b"hello\r");
-    sh.expect_not_after(
-        "got:hello\r\n",
-        "Stopped",
-        "after fg the read should get the typed line",
-    );
+    sh.expect_not_after("got:hello\r\n", "Stopped", "after fg the read should get the typed line");
     sh.prompt();
     sh.status(0, "watchd should exit with sh's status 0");
     sh.shell_has_the_terminal();

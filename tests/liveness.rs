@@ -20,20 +20,8 @@ fn kill(pid: i32, sig: i32) {
 
 #[test]
 fn sleep_is_judged_stalled_within_one_interval_of_the_window() {
-    let r = run(watchd([
-        "--stall",
-        "1s",
-        "--interval",
-        "100ms",
-        "--",
-        "sleep",
-        "1000",
-    ]));
-    assert_eq!(
-        r.signal(),
-        Some(libc::SIGTERM),
-        "sleep dies of the stop signal, mirrored\n{r}"
-    );
+    let r = run(watchd(["--stall", "1s", "--interval", "100ms", "--", "sleep", "1000"]));
+    assert_eq!(r.signal(), Some(libc::SIGTERM), "sleep dies of the stop signal, mirrored\n{r}");
     r.assert_stderr_has(
         "watchd: stall: no CPU or I/O progress for 1s (1 process); sending SIGTERM, SIGKILL in 10s",
     );
@@ -90,10 +78,7 @@ fn busy_commands_are_never_stalled() {
             script,
         ]));
         r.assert_code(124).assert_stderr_has("watchd: timeout:");
-        assert!(
-            !r.stderr.contains("stall"),
-            "{script:?} was judged stalled\n{r}"
-        );
+        assert!(!r.stderr.contains("stall"), "{script:?} was judged stalled\n{r}");
     }
 }
 
@@ -182,21 +167,10 @@ fn min_cpu_discounts_a_trickle() {
 fn a_stopped_tree_does_not_stall() {
     let dir = TempDir::new("stopped");
     let pidfile = dir.path("pid");
-    let script = format!(
-        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000",
-        p = pidfile.display()
-    );
-    let mut cmd = watchd([
-        "--stall",
-        "1s",
-        "--interval",
-        "100ms",
-        "--grace",
-        "1s",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let script =
+        format!("echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 1000", p = pidfile.display());
+    let mut cmd =
+        watchd(["--stall", "1s", "--interval", "100ms", "--grace", "1s", "sh", "-c", &script]);
     cmd.stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let pid = pids_in(&wait_file(&pidfile, secs(10.0)))[0];
@@ -204,10 +178,7 @@ fn a_stopped_tree_does_not_stall() {
     // Three stall windows pass while the tree is stopped; watchd must still be waiting.
     let stopped_at = std::time::Instant::now();
     while stopped_at.elapsed() < secs(3.0) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "watchd stalled a stopped tree"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "watchd stalled a stopped tree");
         std::thread::sleep(Duration::from_millis(50));
     }
     kill(pid, libc::SIGCONT);
@@ -215,22 +186,12 @@ fn a_stopped_tree_does_not_stall() {
     let status = wait_deadline(&mut child, secs(10.0)).expect("stalls once resumed");
     let after = resumed.elapsed();
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
-    assert!(
-        after >= secs(0.9) && after <= secs(2.5),
-        "stall fired {after:?} after SIGCONT"
-    );
+    assert!(after >= secs(0.9) && after <= secs(2.5), "stall fired {after:?} after SIGCONT");
 }
 
 #[test]
 fn timeout_fires_on_time_and_the_grace_is_kept() {
-    let r = run(watchd([
-        "--timeout",
-        "500ms",
-        "--exit-code-on-stop",
-        "124",
-        "sleep",
-        "100",
-    ]));
+    let r = run(watchd(["--timeout", "500ms", "--exit-code-on-stop", "124", "sleep", "100"]));
     r.assert_code(124)
         .assert_stderr_has("watchd: timeout: ran for 500ms, the --timeout; sending SIGTERM");
     r.assert_took(secs(0.5), secs(0.9));
@@ -245,8 +206,7 @@ fn a_term_handling_child_exits_with_its_own_code() {
         "-c",
         "trap 'exit 7' TERM; while :; do sleep 0.02; done",
     ]));
-    r.assert_code(7)
-        .assert_stderr_has("watchd: timeout: child exited with status 7");
+    r.assert_code(7).assert_stderr_has("watchd: timeout: child exited with status 7");
 }
 
 #[test]
@@ -260,18 +220,11 @@ fn a_term_ignoring_tree_is_killed_at_grace() {
     let mut cmd = watchd(["--timeout", "300ms", "--grace", "1s", "sh", "-c", script]);
     cmd.env("WATCHD_TEST_TAG", &tag);
     let r = run(cmd);
-    assert_eq!(
-        r.signal(),
-        Some(libc::SIGKILL),
-        "the child dies of the kill signal\n{r}"
-    );
+    assert_eq!(r.signal(), Some(libc::SIGKILL), "the child dies of the kill signal\n{r}");
     r.assert_took(secs(1.3), secs(2.0));
     r.assert_stderr_has("watchd: timeout: child killed by SIGKILL at the end of the 1s grace");
     assert_eq!(processes_tagged(&tag), Vec::<i32>::new(), "survivors\n{r}");
-    assert!(
-        alive(sentinel.id() as i32),
-        "the sentinel outside the tree was killed"
-    );
+    assert!(alive(sentinel.id() as i32), "the sentinel outside the tree was killed");
     let mut sentinel = sentinel;
     sentinel.kill().unwrap();
     sentinel.wait().unwrap();
@@ -301,23 +254,15 @@ fn a_second_trigger_does_not_restart_the_grace() {
     assert_eq!(r.signal(), Some(libc::SIGKILL), "{r}");
     r.assert_took(secs(1.3), secs(1.8));
     let text = fs::read_to_string(&events).unwrap();
-    let triggers: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("\"event\":\"trigger\""))
-        .collect();
+    let triggers: Vec<&str> =
+        text.lines().filter(|l| l.contains("\"event\":\"trigger\"")).collect();
     assert_eq!(triggers.len(), 2, "both triggers are recorded:\n{text}");
     assert_eq!(
-        text.lines()
-            .filter(|l| l.contains("\"event\":\"stop\""))
-            .count(),
+        text.lines().filter(|l| l.contains("\"event\":\"stop\"")).count(),
         1,
         "one drain:\n{text}"
     );
-    assert_eq!(
-        r.stderr.matches("sending SIGTERM").count(),
-        1,
-        "one drain line\n{r}"
-    );
+    assert_eq!(r.stderr.matches("sending SIGTERM").count(), 1, "one drain line\n{r}");
 }
 
 #[test]
@@ -349,13 +294,8 @@ fn stop_scope_child_spares_the_rest_until_the_kill() {
         wait_file(&dir.path("grand.ready"), secs(10.0));
         let status = wait_deadline(&mut child, secs(10.0)).unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
-        let got = fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("TERM");
-        assert_eq!(
-            got, grand_gets_term,
-            "--stop-scope {scope}: grandchild got TERM = {got}"
-        );
+        let got = fs::read_to_string(&log).unwrap_or_default().contains("TERM");
+        assert_eq!(got, grand_gets_term, "--stop-scope {scope}: grandchild got TERM = {got}");
     }
 }
 
@@ -364,16 +304,7 @@ fn probing_never_reaps_the_main_child() {
     // With a 1ms interval probes race the child's exit; whichever wins, the reaper gets the
     // real status.
     for _ in 0..30 {
-        run(watchd([
-            "--interval",
-            "1ms",
-            "--stall",
-            "1h",
-            "sh",
-            "-c",
-            "exit 42",
-        ]))
-        .assert_code(42);
+        run(watchd(["--interval", "1ms", "--stall", "1h", "sh", "-c", "exit 42"])).assert_code(42);
     }
 }
 

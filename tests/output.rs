@@ -20,10 +20,7 @@ fn secs(s: f64) -> Duration {
 fn quiet_by_default_and_never_on_stdout() {
     let r = run(watchd(["sh", "-c", "exit 0"]));
     r.assert_code(0);
-    assert!(
-        r.stderr.is_empty() && r.stdout.is_empty(),
-        "a clean run says nothing\n{r}"
-    );
+    assert!(r.stderr.is_empty() && r.stdout.is_empty(), "a clean run says nothing\n{r}");
     let r = run(watchd([
         "--stall",
         "200ms",
@@ -36,12 +33,7 @@ fn quiet_by_default_and_never_on_stdout() {
         "100",
     ]));
     assert!(r.stdout.is_empty(), "watchd wrote to stdout\n{r}");
-    assert!(
-        r.stderr
-            .lines()
-            .all(|l| l.starts_with("watchd: ") || l.starts_with('{')),
-        "{r}"
-    );
+    assert!(r.stderr.lines().all(|l| l.starts_with("watchd: ") || l.starts_with('{')), "{r}");
 }
 
 #[test]
@@ -73,23 +65,11 @@ fn verbose_adds_start_signals_orphans_and_exit() {
 
 #[test]
 fn quiet_silences_even_triggers_but_not_usage_errors() {
-    let r = run(watchd([
-        "-q",
-        "--stall",
-        "200ms",
-        "--interval",
-        "50ms",
-        "sleep",
-        "100",
-    ]));
+    let r = run(watchd(["-q", "--stall", "200ms", "--interval", "50ms", "sleep", "100"]));
     assert_eq!(r.signal(), Some(libc::SIGTERM), "{r}");
     assert!(r.stderr.is_empty(), "-q printed something\n{r}");
-    run(watchd(["-q", "--stall", "nope", "true"]))
-        .assert_code(125)
-        .assert_stderr_has("--stall");
-    run(watchd(["-q", "no-such-command-watchd"]))
-        .assert_code(127)
-        .assert_stderr_has("cannot run");
+    run(watchd(["-q", "--stall", "nope", "true"])).assert_code(125).assert_stderr_has("--stall");
+    run(watchd(["-q", "no-such-command-watchd"])).assert_code(127).assert_stderr_has("cannot run");
 }
 
 /// The JSON lines of `text` (on stderr, the child's own lines are mixed in).
@@ -111,10 +91,7 @@ fn check_fields(ev: &Value, fields: &[&str]) {
     want.sort();
     assert_eq!(got, want, "fields of {ev}");
     let ts = obj["ts"].as_str().unwrap();
-    assert!(
-        humantime::parse_rfc3339(ts).is_ok(),
-        "ts not RFC 3339: {ts}"
-    );
+    assert!(humantime::parse_rfc3339(ts).is_ok(), "ts not RFC 3339: {ts}");
     let b = ts.as_bytes();
     assert!(
         ts.len() == 24 && ts.ends_with('Z') && b[19] == b'.',
@@ -146,10 +123,7 @@ fn events_of_a_whole_drain() {
     let r = run(cmd);
     r.assert_code(124);
     let events = events_of(&fs::read_to_string(&path).unwrap());
-    let names: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
     for name in ["start", "sample", "trigger", "stop", "kill", "reap", "exit"] {
         assert!(names.contains(&name), "no {name} event in {names:?}");
     }
@@ -188,10 +162,7 @@ fn events_of_a_whole_drain() {
                 check_fields(ev, &["reason", "detail"]);
                 assert_eq!(ev["reason"], "stall");
                 assert!(
-                    ev["detail"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with("no CPU or I/O progress for 300ms")
+                    ev["detail"].as_str().unwrap().starts_with("no CPU or I/O progress for 300ms")
                 );
             }
             "stop" => {
@@ -225,19 +196,9 @@ fn events_of_a_whole_drain() {
 fn signal_events_and_events_on_stderr() {
     let dir = TempDir::new("sigev");
     let ready = dir.path("ready");
-    let script = format!(
-        "trap 'exit 3' HUP; touch {}; while :; do sleep 0.02; done",
-        ready.display()
-    );
-    let mut cmd = watchd([
-        "--events",
-        "-",
-        "--forward-to",
-        "group",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let script =
+        format!("trap 'exit 3' HUP; touch {}; while :; do sleep 0.02; done", ready.display());
+    let mut cmd = watchd(["--events", "-", "--forward-to", "group", "sh", "-c", &script]);
     cmd.stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     wait_for("ready", secs(10.0), || ready.exists());
@@ -246,22 +207,12 @@ fn signal_events_and_events_on_stderr() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let events = events_of(&String::from_utf8_lossy(&out.stderr));
-    let signal = events
-        .iter()
-        .find(|e| e["event"] == "signal")
-        .expect("a signal event");
+    let signal = events.iter().find(|e| e["event"] == "signal").expect("a signal event");
     check_fields(signal, &["signal", "to"]);
-    assert_eq!(
-        (signal["signal"].as_str(), signal["to"].as_str()),
-        (Some("SIGHUP"), Some("group"))
-    );
+    assert_eq!((signal["signal"].as_str(), signal["to"].as_str()), (Some("SIGHUP"), Some("group")));
     let exit = events.last().unwrap();
     assert_eq!(
-        (
-            exit["event"].as_str(),
-            exit["code"].as_i64(),
-            exit["reason"].is_null()
-        ),
+        (exit["event"].as_str(), exit["code"].as_i64(), exit["reason"].is_null()),
         (Some("exit"), Some(3), true)
     );
 }
@@ -330,28 +281,16 @@ fn metrics_file_parses_with_prometheus_client_throughout_the_run() {
         "watchd_stops_total{reason=\"cpu-hard\"} 0",
         "watchd_stops_total{reason=\"rss\"} 0",
     ] {
-        assert!(
-            last.lines().any(|l| l.starts_with(name)),
-            "no {name:?} in\n{last}"
-        );
+        assert!(last.lines().any(|l| l.starts_with(name)), "no {name:?} in\n{last}");
     }
     // After the stall fired, the last rewrite counts it.
-    let out = Command::new("python3")
-        .args([PROM_CHECK, path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new("python3").args([PROM_CHECK, path.to_str().unwrap()]).output().unwrap();
     let final_text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        final_text.contains("watchd_stops_total{reason=\"stall\"} 1"),
-        "{final_text}"
-    );
+    assert!(final_text.contains("watchd_stops_total{reason=\"stall\"} 1"), "{final_text}");
     let leftovers: Vec<_> = fs::read_dir(&dir.0)
         .unwrap()
         .flatten()
         .filter(|e| e.file_name() != "watchd.prom")
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "temp files left behind: {leftovers:?}"
-    );
+    assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
 }

@@ -44,10 +44,7 @@ fn block(heading: &str, lang: &str) -> String {
 fn bash(script: &str) -> Command {
     let bin_dir = std::path::Path::new(WATCHD).parent().unwrap();
     let mut cmd = watchd(Vec::<&str>::new());
-    cmd.env(
-        "PATH",
-        format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
-    );
+    cmd.env("PATH", format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()));
     // Reuse the hermetic environment of `watchd()`, but run bash.
     let mut bash = Command::new("bash");
     for (key, value) in cmd.get_envs() {
@@ -75,15 +72,9 @@ fn try_it_example() {
     r.assert_code(0);
     assert_eq!(r.stdout.trim(), "exit status: 124", "{r}");
     r.assert_stderr_has("watchd: stall: no CPU or I/O progress for 2s");
-    assert!(
-        script.contains("\n./test.sh\n"),
-        "the test command is ./test.sh"
-    );
+    assert!(script.contains("\n./test.sh\n"), "the test command is ./test.sh");
     let ci = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
-    assert!(
-        ci.lines().any(|l| l.trim() == "./test.sh"),
-        ".ci/run runs the README's test command"
-    );
+    assert!(ci.lines().any(|l| l.trim() == "./test.sh"), ".ci/run runs the README's test command");
 }
 
 #[test]
@@ -102,9 +93,7 @@ fn ci_example() {
 fn command_line_example() {
     let script = block("On the command line", "sh");
     let mut cmd = bash(&script);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"world\n").unwrap();
@@ -115,16 +104,10 @@ fn command_line_example() {
 
 /// A JSON array of strings after `key` in a Dockerfile line.
 fn exec_form(dockerfile: &str, key: &str) -> Vec<String> {
-    let line = dockerfile
-        .lines()
-        .find(|l| l.starts_with(key))
-        .unwrap_or_else(|| panic!("no {key}"));
+    let line =
+        dockerfile.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
     let json: serde_json::Value = serde_json::from_str(line[key.len()..].trim()).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
+    json.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -141,15 +124,11 @@ fn container_example_runs_as_pid1_and_stops_like_docker_stop() {
             cmd.env_remove(key);
         }
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    wait_for(
-        "the server to listen on 127.0.0.1:8080",
-        Duration::from_secs(15),
-        || std::net::TcpStream::connect(("127.0.0.1", 8080)).is_ok(),
-    );
+    wait_for("the server to listen on 127.0.0.1:8080", Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", 8080)).is_ok()
+    });
     // docker stop: SIGTERM to PID 1 (watchd), found as unshare's child.
     let unshare = child.id() as i32;
     let pid1 = fs::read_dir("/proc")
@@ -157,13 +136,10 @@ fn container_example_runs_as_pid1_and_stops_like_docker_stop() {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .find(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-                })
-                == Some(unshare)
+            fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+            }) == Some(unshare)
         })
         .expect("watchd under unshare");
     // SAFETY: signalling the watchd this test started.

@@ -43,10 +43,7 @@ fn two_busy_threads_under_one_core_are_drained() {
         r.stderr.contains("watchd: cpu-hard: ") || r.stderr.contains("watchd: cpu-soft: "),
         "{r}"
     );
-    assert!(
-        r.stderr.contains("sending SIGTERM"),
-        "drained, not killed outright\n{r}"
-    );
+    assert!(r.stderr.contains("sending SIGTERM"), "drained, not killed outright\n{r}");
     r.assert_took(secs(0.3), secs(5.0));
 }
 
@@ -91,13 +88,7 @@ fn spike(busy: f64) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .chain([
-        "--exit-code-on-stop".into(),
-        "124".into(),
-        "python3".into(),
-        "-c".into(),
-        script,
-    ])
+    .chain(["--exit-code-on-stop".into(), "124".into(), "python3".into(), "-c".into(), script])
     .collect()
 }
 
@@ -139,42 +130,24 @@ fn stop_cmd_replaces_the_stop_signal() {
     let dir = TempDir::new("stopcmd");
     let seen = dir.path("seen");
     let pidfile = dir.path("pid");
-    let stop = format!(
-        "echo $WATCHD_PID > {}; kill -USR1 $WATCHD_PID",
-        seen.display()
-    );
+    let stop = format!("echo $WATCHD_PID > {}; kill -USR1 $WATCHD_PID", seen.display());
     let child = format!(
         "trap 'exit 5' USR1; trap 'exit 99' TERM; echo $$ > {p}.tmp; mv {p}.tmp {p}; while :; do sleep 0.02; done",
         p = pidfile.display()
     );
-    let r = run(watchd([
-        "--timeout",
-        "300ms",
-        "--stop-cmd",
-        &stop,
-        "sh",
-        "-c",
-        &child,
-    ]));
+    let r = run(watchd(["--timeout", "300ms", "--stop-cmd", &stop, "sh", "-c", &child]));
     r.assert_code(5).assert_stderr_has(
         "watchd: timeout: ran for 300ms, the --timeout; running --stop-cmd, SIGKILL in 10s",
     );
     let main_pid = fs::read_to_string(&pidfile).unwrap();
-    assert_eq!(
-        fs::read_to_string(&seen).unwrap(),
-        main_pid,
-        "WATCHD_PID is the main child's pid"
-    );
+    assert_eq!(fs::read_to_string(&seen).unwrap(), main_pid, "WATCHD_PID is the main child's pid");
 }
 
 #[test]
 fn a_failing_stop_cmd_is_reported_and_the_grace_runs_to_the_kill() {
     let dir = TempDir::new("stopcmd-fail");
     let log = dir.path("term");
-    let child = format!(
-        "trap 'echo TERM > {}' TERM; while :; do sleep 0.02; done",
-        log.display()
-    );
+    let child = format!("trap 'echo TERM > {}' TERM; while :; do sleep 0.02; done", log.display());
     let r = run(watchd([
         "--timeout",
         "300ms",
@@ -189,10 +162,7 @@ fn a_failing_stop_cmd_is_reported_and_the_grace_runs_to_the_kill() {
     assert_eq!(r.signal(), Some(libc::SIGKILL), "{r}");
     r.assert_stderr_has("watchd: --stop-cmd failed: it exited with status 3; the grace still runs");
     r.assert_took(secs(1.0), secs(1.8));
-    assert!(
-        !log.exists(),
-        "the stop signal was sent although --stop-cmd replaces it"
-    );
+    assert!(!log.exists(), "the stop signal was sent although --stop-cmd replaces it");
 }
 
 #[test]
@@ -216,13 +186,7 @@ fn exit_line_says_how_a_stopped_child_ended() {
 #[test]
 fn a_death_watchd_did_not_cause_is_diagnosed() {
     // The child outlives a few 50ms probes before it crashes.
-    let r = run(watchd([
-        "--interval",
-        "50ms",
-        "sh",
-        "-c",
-        "sleep 0.3; kill -SEGV $$",
-    ]));
+    let r = run(watchd(["--interval", "50ms", "sh", "-c", "sleep 0.3; kill -SEGV $$"]));
     assert_eq!(r.signal(), Some(libc::SIGSEGV), "{r}");
     r.assert_stderr_has("watchd: child killed by SIGSEGV, not sent by watchd; last seen ");
     r.assert_stderr_has(" resident, ");
@@ -240,37 +204,23 @@ fn a_death_watchd_did_not_cause_is_diagnosed() {
 fn an_external_sigkill_without_oom_evidence_is_not_called_oom() {
     let dir = TempDir::new("sigkill");
     let pidfile = dir.path("pid");
-    let script = format!(
-        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 100",
-        p = pidfile.display()
-    );
+    let script =
+        format!("echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 100", p = pidfile.display());
     let events = dir.path("events");
-    let mut cmd = watchd([
-        "--interval",
-        "50ms",
-        "--events",
-        events.to_str().unwrap(),
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let mut cmd =
+        watchd(["--interval", "50ms", "--events", events.to_str().unwrap(), "sh", "-c", &script]);
     cmd.stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     let pid = pids_in(&wait_file(&pidfile, secs(10.0)))[0];
     wait_for("a probe", secs(10.0), || {
-        fs::read_to_string(&events)
-            .unwrap_or_default()
-            .contains("\"event\":\"sample\"")
+        fs::read_to_string(&events).unwrap_or_default().contains("\"event\":\"sample\"")
     });
     // SAFETY: killing the child this test started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.signal(), Some(libc::SIGKILL));
-    assert!(
-        stderr.contains("child killed by SIGKILL, not sent by watchd; last seen"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("child killed by SIGKILL, not sent by watchd; last seen"), "{stderr}");
     assert!(!stderr.contains("OOM"), "{stderr}");
 }
 
@@ -290,10 +240,7 @@ impl MemoryCgroup {
             fs::create_dir(&dir).ok()?;
             let group = MemoryCgroup { dir };
             fs::write(group.dir.join("memory.limit_in_bytes"), limit.to_string()).ok()?;
-            let _ = fs::write(
-                group.dir.join("memory.memsw.limit_in_bytes"),
-                limit.to_string(),
-            );
+            let _ = fs::write(group.dir.join("memory.memsw.limit_in_bytes"), limit.to_string());
             return Some(group);
         }
         let v2 = std::path::Path::new("/sys/fs/cgroup");
@@ -327,10 +274,8 @@ fn a_real_oom_kill_is_diagnosed_as_oom() {
     // The shell moves itself into the group, then becomes watchd; the child allocates past
     // the limit and the kernel's OOM killer ends it.
     let grow = "heap = []\nwhile True:\n    heap.append(b'x' * (4 << 20))";
-    let script = format!(
-        "echo $$ > {} && exec \"$0\" --interval 50ms python3 -c \"$1\"",
-        procs.display()
-    );
+    let script =
+        format!("echo $$ > {} && exec \"$0\" --interval 50ms python3 -c \"$1\"", procs.display());
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &script, WATCHD, grow]);
     for (key, _) in std::env::vars_os() {

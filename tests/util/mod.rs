@@ -55,10 +55,7 @@ impl Run {
 
     #[track_caller]
     pub fn assert_stderr_has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}\n{self}"
-        );
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n{self}");
         self
     }
 
@@ -114,13 +111,7 @@ pub fn run_within(cmd: &mut Command, limit: Duration) -> Run {
         );
     });
     let took = start.elapsed();
-    Run {
-        what,
-        status,
-        stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-        took,
-    }
+    Run { what, status, stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), took }
 }
 
 /// Waits for a child under a deadline by polling `try_wait`.
@@ -142,10 +133,7 @@ pub fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -189,9 +177,8 @@ pub fn wait_file(path: &Path, limit: Duration) -> String {
 pub fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            let state =
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -200,9 +187,7 @@ pub fn alive(pid: i32) -> bool {
 
 /// Pids listed one per line in a file.
 pub fn pids_in(text: &str) -> Vec<i32> {
-    text.split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect()
+    text.split_whitespace().filter_map(|w| w.parse().ok()).collect()
 }
 
 /// Every process whose environment carries `tag` (tests mark their processes this way to
