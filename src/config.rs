@@ -8,15 +8,8 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::cli::{Cli, Evidence, ForwardTo, StopScope};
+use crate::report::Level;
 use crate::signals::Signal;
-
-/// How loud watchd is on stderr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
-}
 
 /// Everything watchd needs to run, typed and checked. Limits that are off are `None`.
 #[derive(Clone, Debug)]
@@ -45,7 +38,7 @@ pub struct Config {
     pub pdeathsig: Signal,
     pub events: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
-    pub verbosity: Verbosity,
+    pub verbosity: Level,
 }
 
 /// Longer than any run: durations above it mean "practically forever" and are clamped, so
@@ -104,9 +97,9 @@ impl Config {
             events: cli.events,
             metrics_file: cli.metrics_file,
             verbosity: match (cli.quiet, cli.verbose) {
-                (true, _) => Verbosity::Quiet,
-                (_, true) => Verbosity::Verbose,
-                _ => Verbosity::Normal,
+                (true, _) => Level::Quiet,
+                (_, true) => Level::Verbose,
+                _ => Level::Normal,
             },
         })
     }

@@ -997,14 +997,21 @@ mod tests {
         parse_stat(&text).map(|s| s.ppid)
     }
 
-    /// sh's pid and its two sleeps, once all three are in a scan.
+    /// sh's pid and its two sleeps, once all three are in a scan with memory mapped.
     fn sh_and_sleeps(prober: &mut Prober, sh: i32) -> (Scan, Vec<i32>) {
         wait_for("sh and both sleeps in the scan", || {
             let scan = prober.scan(&[]);
             let sleeps: Vec<i32> =
                 scan.procs.iter().map(|p| p.pid).filter(|&pid| ppid_of(pid) == Some(sh)).collect();
             let has_sh = scan.procs.iter().any(|p| p.pid == sh);
-            (has_sh && sleeps.len() == 2).then_some((scan, sleeps))
+            // A sleep caught between fork and exec has no resident pages yet: wait until all
+            // three have some (a broken rss reading still fails, by timing out).
+            let settled = scan
+                .procs
+                .iter()
+                .filter(|p| p.pid == sh || sleeps.contains(&p.pid))
+                .all(|p| p.rss_bytes > 0);
+            (has_sh && sleeps.len() == 2 && settled).then_some((scan, sleeps))
         })
     }
 

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::cli::{ForwardTo, StopScope};
-use crate::config::{Config, Verbosity};
+use crate::config::Config;
 use crate::exit::{self, ChildEnd, Outcome};
 use crate::policy::{Limits, Policy, Reason, Trigger};
 use crate::probe::{Prober, Sample, Sampler};
-use crate::report::{self, Event, Level, Metrics, Reporter};
+use crate::report::{self, Event, Metrics, Reporter};
 use crate::signals::{
     self, SIGCHLD, SIGCONT, SIGKILL, SIGPIPE, SIGSTOP, SIGTTIN, SIGTTOU, SigSet, Signal,
 };
@@ -45,18 +45,13 @@ struct Stopped {
 
 /// Runs the command to its end. `inherited` is the signal state watchd was started with.
 pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
-    let level = match config.verbosity {
-        Verbosity::Quiet => Level::Quiet,
-        Verbosity::Normal => Level::Normal,
-        Verbosity::Verbose => Level::Verbose,
-    };
     let events = match &config.events {
         Some(path) => Some(report::open_events(path).with_context(|| {
             format!("invalid value '{}' for '--events <PATH>'", path.display())
         })?),
         None => None,
     };
-    let reporter = Reporter::new(level, events, config.metrics_file.clone());
+    let reporter = Reporter::new(config.verbosity, events, config.metrics_file.clone());
 
     // Every signal watchd handles is blocked and read from a signalfd: no handlers run, so the
     // child's dispositions are untouched, and PID 1 still receives them (blocked signals are
@@ -538,9 +533,7 @@ impl Supervisor {
     }
 
     fn write_metrics(&mut self, sample: &Sample, cpu_seconds: f64, since: f64) {
-        let reasons =
-            [Reason::Stall, Reason::Timeout, Reason::CpuSoft, Reason::CpuHard, Reason::Rss];
-        let stops_total = std::array::from_fn(|i| (reasons[i].as_str(), self.stops_total[i]));
+        let stops_total = std::array::from_fn(|i| (Reason::ALL[i].as_str(), self.stops_total[i]));
         self.reporter.metrics(&Metrics {
             cpu_cores: self.policy.cpu_cores().unwrap_or(0.0),
             cpu_seconds_total: cpu_seconds,
@@ -559,11 +552,9 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return; // a second trigger does not restart the grace
         }
-        let index = [Reason::Stall, Reason::Timeout, Reason::CpuSoft, Reason::CpuHard, Reason::Rss]
-            .iter()
-            .position(|&r| r == reason)
-            .unwrap_or(0);
-        self.stops_total[index] += 1;
+        if let Some(index) = Reason::ALL.iter().position(|&r| r == reason) {
+            self.stops_total[index] += 1;
+        }
         let grace = self.config.grace;
         let kill = self.config.kill_signal;
         let grace_text = crate::policy::human_duration(grace);
