@@ -70,6 +70,16 @@ pub fn parse_stat(text: &[u8]) -> Option<Stat> {
     Some(Stat { pid, state, ppid, pgrp, utime, stime, cutime, cstime, starttime, rss_pages })
 }
 
+/// Field 17 (num_threads) of a stat line: the tree walk reads one thread's children file when
+/// it is 1, and lists `task/` otherwise. `None` when it is not a plain count.
+fn parse_threads(text: &[u8]) -> Option<u64> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let mut f = Fields { rest: text[close + 1..].strip_prefix(b" ")? };
+    f.next(false)?; // state
+    f.skip(1..=16)?;
+    parse_u64(f.next(false)?)
+}
+
 /// The space-separated fields after comm's `)`.
 struct Fields<'a> {
     rest: &'a [u8],
@@ -192,6 +202,16 @@ pub struct Prober {
     stats: Vec<Stat>,
     /// Indices into `stats` of the tree members, in breadth-first order.
     members: Vec<usize>,
+    /// Whether this kernel has /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN); learnt
+    /// on the first scan.
+    children_files: Option<bool>,
+    /// The tree walk's queue: (pid, threads) of members still to visit.
+    queue: Vec<(i32, u64)>,
+    /// Pids listed by the children files being read, and tids of a multi-threaded member.
+    kids: Vec<i32>,
+    tids: Vec<i32>,
+    /// Pids already in `queue`: a process reparented during the walk is listed twice.
+    seen: std::collections::HashSet<i32>,
     path: Vec<u8>,
     buf: Vec<u8>,
 }
@@ -210,6 +230,11 @@ impl Prober {
             pids: Vec::new(),
             stats: Vec::new(),
             members: Vec::new(),
+            children_files: None,
+            queue: Vec::new(),
+            kids: Vec::new(),
+            tids: Vec::new(),
+            seen: std::collections::HashSet::new(),
             path: Vec::with_capacity(32),
             buf: vec![0; 4096],
         }
@@ -256,13 +281,131 @@ impl Prober {
         live
     }
 
+    /// A prober that never walks the children files: the path kernels without them take.
+    #[cfg(test)]
+    fn full_scan_only(root: i32) -> Prober {
+        Prober { children_files: Some(false), ..Prober::new(root) }
+    }
+
     /// Clock ticks per second of the tick fields.
     pub fn clk_tck(&self) -> u64 {
         self.clk_tck
     }
 
-    /// Fills `stats` with every readable process and `members` with the tree.
+    /// Fills `members` (indices into `stats`) with the tree: by walking the children files
+    /// down from root where the kernel has them, so the cost follows the tree and not the
+    /// machine, else by reading every process's stat.
     fn collect(&mut self, exclude: &[i32]) {
+        if self.children_files != Some(false) {
+            let walked = self.walk_children(exclude);
+            if self.children_files.is_none() {
+                self.children_files = Some(walked);
+            }
+            if walked {
+                return;
+            }
+        }
+        self.scan_all(exclude);
+    }
+
+    /// Breadth-first from root through /proc/<pid>/task/<tid>/children. Returns false when
+    /// root's own children file cannot be read (no CONFIG_PROC_CHILDREN).
+    fn walk_children(&mut self, exclude: &[i32]) -> bool {
+        self.stats.clear();
+        self.members.clear();
+        let root = self.root;
+        let Some((stat, threads)) = self.read_stat_threads(root) else {
+            return false;
+        };
+        self.reaped_ticks = self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
+        self.kids.clear();
+        // The main thread's file exists whether or not it lists anyone: if it cannot be read,
+        // the kernel has no children files.
+        if !self.read_children(root, root) {
+            return false;
+        }
+        if threads != 1 {
+            self.kids.clear();
+            self.read_all_children(root);
+        }
+        if exclude.contains(&root) {
+            return true;
+        }
+        self.queue.clear();
+        self.seen.clear();
+        let mut parent = root;
+        let mut next = 0;
+        loop {
+            // `kids` holds the children of `parent`.
+            for k in 0..self.kids.len() {
+                let pid = self.kids[k];
+                if pid == root || exclude.contains(&pid) || self.seen.contains(&pid) {
+                    continue;
+                }
+                let Some((stat, threads)) = self.read_stat_threads(pid) else { continue };
+                // Listed, then gone and its pid reused before the stat read: a stranger, unless
+                // it was reparented to watchd (the subreaper) in between.
+                if stat.ppid != parent && stat.ppid != root {
+                    continue;
+                }
+                self.seen.insert(pid);
+                self.stats.push(stat);
+                self.members.push(self.stats.len() - 1);
+                // A zombie has no children left to visit.
+                let threads = if matches!(stat.state, b'Z' | b'X') { 0 } else { threads.max(1) };
+                self.queue.push((pid, threads));
+            }
+            let Some(&(pid, threads)) = self.queue.get(next) else {
+                return true;
+            };
+            next += 1;
+            parent = pid;
+            self.kids.clear();
+            match threads {
+                0 => {}
+                // The common case: one thread, one file, no listing of task/.
+                1 => {
+                    self.read_children(pid, pid);
+                }
+                _ => self.read_all_children(pid),
+            }
+        }
+    }
+
+    /// Appends the children of every thread of `pid` to `kids`: a child is listed under the
+    /// thread that forked it.
+    fn read_all_children(&mut self, pid: i32) {
+        self.path.clear();
+        self.path.extend_from_slice(b"/proc/");
+        push_decimal(&mut self.path, pid);
+        self.path.extend_from_slice(b"/task");
+        list_numeric(&self.path, &mut self.tids);
+        for t in 0..self.tids.len() {
+            let tid = self.tids[t];
+            self.read_children(pid, tid);
+        }
+    }
+
+    /// Appends the pids in /proc/<pid>/task/<tid>/children to `kids`; false if unreadable.
+    fn read_children(&mut self, pid: i32, tid: i32) -> bool {
+        self.path.clear();
+        self.path.extend_from_slice(b"/proc/");
+        push_decimal(&mut self.path, pid);
+        self.path.extend_from_slice(b"/task/");
+        push_decimal(&mut self.path, tid);
+        self.path.extend_from_slice(b"/children");
+        let Some(text) = read_path(&self.path, &mut self.buf, false) else {
+            return false;
+        };
+        let kids = text
+            .split(|&b| b == b' ' || b == b'\n')
+            .filter_map(|w| i32::try_from(parse_u64(w)?).ok());
+        self.kids.extend(kids);
+        true
+    }
+
+    /// Every readable process's stat, then the descendants of root by ppid.
+    fn scan_all(&mut self, exclude: &[i32]) {
         list_pids(&mut self.pids);
         // procfs lists in pid order and each pid once; sorting is a cheap guarantee that a pid
         // cannot be walked twice.
@@ -321,29 +464,48 @@ impl Prober {
         parse_stat(text).filter(|s| s.pid == pid)
     }
 
-    /// Reads `/proc/<pid><file>` into `buf`. Any failure, EINTR included, is `None`: the caller
-    /// skips this pid until the next scan.
+    /// The stat and the thread count (0 when unreadable: list `task/` to be safe).
+    fn read_stat_threads(&mut self, pid: i32) -> Option<(Stat, u64)> {
+        let text = self.read(pid, b"/stat")?;
+        let stat = parse_stat(text).filter(|s| s.pid == pid)?;
+        Some((stat, parse_threads(text).unwrap_or(0)))
+    }
+
+    /// Reads `/proc/<pid><file>` (stat or io: one record) into `buf`. Any failure, EINTR
+    /// included, is `None`: the caller skips this pid until the next scan.
     fn read(&mut self, pid: i32, file: &[u8]) -> Option<&[u8]> {
         self.path.clear();
         self.path.extend_from_slice(b"/proc/");
         push_decimal(&mut self.path, pid);
         self.path.extend_from_slice(file);
-        // std converts short paths to C strings on the stack: no allocation per pid.
-        let mut f = File::open(Path::new(OsStr::from_bytes(&self.path))).ok()?;
-        // `buf` stays at its full length (zeroed once) so reads need no per-file memset.
-        let mut len = 0;
-        loop {
-            if len == self.buf.len() {
-                if len >= MAX_FILE {
-                    return None;
+        read_path(&self.path, &mut self.buf, true)
+    }
+}
+
+/// Reads a /proc file into `buf`. With `one_record`, a read that does not fill the buffer is
+/// the whole file (procfs hands out a single-record file in one go), which saves the read that
+/// would only return 0; a multi-record file (children) is read to EOF.
+fn read_path<'b>(path: &[u8], buf: &'b mut Vec<u8>, one_record: bool) -> Option<&'b [u8]> {
+    // std converts short paths to C strings on the stack: no allocation per pid.
+    let mut f = File::open(Path::new(OsStr::from_bytes(path))).ok()?;
+    // `buf` stays at its full length (zeroed once) so reads need no per-file memset.
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if len >= MAX_FILE {
+                return None;
+            }
+            buf.resize((len * 2).clamp(4096, MAX_FILE), 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => return Some(&buf[..len]),
+            Ok(n) => {
+                len += n;
+                if one_record && len < buf.len() {
+                    return Some(&buf[..len]);
                 }
-                self.buf.resize((len * 2).clamp(4096, MAX_FILE), 0);
             }
-            match f.read(&mut self.buf[len..]) {
-                Ok(0) => return Some(&self.buf[..len]),
-                Ok(n) => len += n,
-                Err(_) => return None,
-            }
+            Err(_) => return None,
         }
     }
 }
@@ -367,9 +529,16 @@ fn push_decimal(out: &mut Vec<u8>, n: i32) {
 /// Replaces `pids` with the numeric entries of /proc. If the listing fails part way, the pids not
 /// listed are missing from this scan only.
 fn list_pids(pids: &mut Vec<i32>) {
-    pids.clear();
-    // SAFETY: the argument is a NUL-terminated string literal.
-    let dir = unsafe { libc::opendir(c"/proc".as_ptr()) };
+    list_numeric(b"/proc", pids);
+}
+
+/// Replaces `out` with the numeric entries of the directory `path` (/proc, /proc/<pid>/task).
+fn list_numeric(path: &[u8], out: &mut Vec<i32>) {
+    out.clear();
+    let Ok(path) = std::ffi::CString::new(path) else { return };
+    let pids = out;
+    // SAFETY: `path` is a NUL-terminated C string that outlives the call.
+    let dir = unsafe { libc::opendir(path.as_ptr()) };
     if dir.is_null() {
         return;
     }
@@ -1170,5 +1339,58 @@ mod tests {
             Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
         };
         (tv(usage.ru_utime), tv(usage.ru_stime))
+    }
+
+    #[test]
+    fn the_children_walk_and_the_full_scan_agree() {
+        let group = Group::spawn("sleep 30 & sh -c 'sleep 30 & wait' & (sleep 30 &); wait");
+        let sh = group.pid();
+        let mut walk = Prober::new(sh);
+        let mut full = Prober::full_scan_only(sh);
+        // sh, its sleep, the inner sh and its sleep; the double-forked sleep left the tree.
+        let members = wait_for("the tree to settle", || {
+            let mut a = walk.members(&[]);
+            let mut b = full.members(&[]);
+            a.sort_unstable();
+            b.sort_unstable();
+            (a.len() == 3 && a == b).then_some(a)
+        });
+        assert_eq!(walk.children_files, Some(true), "this kernel has children files");
+        assert!(members.iter().all(|&(pid, _)| pid != sh));
+        let inner = members.iter().map(|&(pid, _)| pid).find(|&pid| {
+            ppid_of(pid) == Some(sh) && {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sh")
+            }
+        });
+        let inner = inner.expect("the inner sh");
+        // Excluding the inner sh drops its subtree on both paths.
+        let (mut a, mut b) = (walk.members(&[inner]), full.members(&[inner]));
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 1, "only sh's own sleep is left: {a:?}");
+    }
+
+    #[test]
+    fn children_of_a_non_main_thread_are_found() {
+        // This test binary is multi-threaded: a child forked from a spawned thread is listed in
+        // that thread's children file, not the main thread's. The thread stays alive while we
+        // look (when a thread exits, its children move to another thread of the process).
+        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let mut child = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+            pid_tx.send(i32::try_from(child.id()).unwrap()).unwrap();
+            let _ = done_rx.recv();
+            child.kill().unwrap();
+            child.wait().unwrap();
+        });
+        let pid = pid_rx.recv().unwrap();
+        let mut prober = Prober::new(me());
+        wait_for("the thread's child in the walk", || {
+            prober.members(&[]).iter().any(|&(p, _)| p == pid).then_some(())
+        });
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
     }
 }
