@@ -459,6 +459,12 @@ impl Reporter {
         self.level
     }
 
+    /// Whether anyone reads the details (`-v` or an events sink): callers on hot paths skip
+    /// formatting them otherwise.
+    pub fn wants_details(&self) -> bool {
+        self.level == Level::Verbose || self.events.is_some()
+    }
+
     /// Failures, triggers, drains, diagnoses: shown unless `-q`.
     pub fn warn(&self, msg: impl Display) {
         if let Some(line) = self.line(Level::Normal, msg) {

@@ -146,6 +146,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         next_probe: started,
         interrupted: false,
         no_children: false,
+        chld_pending: false,
         tree_stopped: false,
     };
     sup.start();
@@ -200,6 +201,8 @@ struct Supervisor {
     interrupted: bool,
     /// waitpid said ECHILD: nothing of the tree is left.
     no_children: bool,
+    /// A SIGCHLD was read: children to reap.
+    chld_pending: bool,
     /// The stop signal already went to every member of the tree.
     tree_stopped: bool,
 }
@@ -217,9 +220,14 @@ impl Supervisor {
     }
 
     fn run(mut self) -> Outcome {
+        // Reaping waits for a SIGCHLD, or a timer wake-up (a probe or a deadline) as a safety
+        // net, so forwarding a signal costs no wait4.
+        let mut reap_due = true;
         loop {
             let was_running = self.main_end.is_none();
-            self.reap();
+            if std::mem::take(&mut reap_due) | std::mem::take(&mut self.chld_pending) {
+                self.reap();
+            }
             let now = Instant::now();
             if self.main_end.is_some() && self.done(now) {
                 return self.finish();
@@ -231,7 +239,7 @@ impl Supervisor {
             if self.main_end.is_some() && self.done(Instant::now()) {
                 return self.finish();
             }
-            self.wait(self.next_deadline());
+            reap_due = self.wait(self.next_deadline());
             self.read_signals();
         }
     }
@@ -270,8 +278,8 @@ impl Supervisor {
         deadline
     }
 
-    /// Sleeps in the kernel until a signal arrives or `deadline` passes.
-    fn wait(&self, deadline: Option<Instant>) {
+    /// Sleeps in the kernel until a signal arrives or `deadline` passes; true if it passed.
+    fn wait(&self, deadline: Option<Instant>) -> bool {
         let timeout_ms = match deadline {
             None => -1,
             Some(t) => {
@@ -282,29 +290,37 @@ impl Supervisor {
         };
         let mut fds = [libc::pollfd { fd: self.sigfd, events: libc::POLLIN, revents: 0 }];
         // SAFETY: `fds` is a valid array of one pollfd; EINTR is just an early wake-up.
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) == 0 }
     }
 
     fn read_signals(&mut self) {
+        const BATCH: usize = 16;
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
         loop {
             // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
-            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: reading at most `size` bytes into `info`.
-            let n = unsafe { libc::read(self.sigfd, (&raw mut info).cast(), size) };
-            if n != size as isize {
+            let mut infos: [libc::signalfd_siginfo; BATCH] = unsafe { std::mem::zeroed() };
+            // SAFETY: reading at most the size of `infos` into it.
+            let n = unsafe { libc::read(self.sigfd, infos.as_mut_ptr().cast(), size * BATCH) };
+            if n <= 0 {
                 return; // EAGAIN: drained (EINTR: the next wake-up reads the rest)
             }
-            let Some(sig) = Signal::from_raw(info.ssi_signo as i32) else {
-                continue;
-            };
-            if sig == SIGCONT {
-                // A shell that sends SIGCONT with `fg` of a running job (`bg`, `&`) has just
-                // given watchd's group the terminal.
-                self.hand_terminal_to_child();
+            let count = n as usize / size;
+            for info in &infos[..count] {
+                let Some(sig) = Signal::from_raw(info.ssi_signo as i32) else { continue };
+                match sig {
+                    SIGCHLD => self.chld_pending = true,
+                    _ => {
+                        if sig == SIGCONT {
+                            // A shell that sends SIGCONT with `fg` of a running job (`bg`, `&`)
+                            // has just given watchd's group the terminal.
+                            self.hand_terminal_to_child();
+                        }
+                        self.forward(sig);
+                    }
+                }
             }
-            if sig != SIGCHLD {
-                self.forward(sig);
+            if count < BATCH {
+                return; // a signalfd read returns all that is pending, up to the buffer
             }
         }
     }
@@ -325,6 +341,9 @@ impl Supervisor {
         };
         if sent {
             self.sent_to_main.add(sig);
+            if !self.reporter.wants_details() {
+                return;
+            }
             let name = sig.to_string();
             self.reporter.info(format!("forwarded {name} to the {to}"));
             self.reporter.event(&Event::Signal { signal: &name, to });
