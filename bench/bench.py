@@ -1,0 +1,809 @@
+#!/usr/bin/env python3
+"""watchd side by side with `tini -s`, `dumb-init` and `timeout 1h`: start-up, resident memory,
+signal forwarding latency, probe cost and idle wake-ups. Run through bench/run.sh, which builds
+watchd and the signal helper and installs the other wrappers; see bench/README.md for what each
+number means.
+
+Everything this script starts carries BENCH_RUN_TOKEN in its environment, and the script is a
+child subreaper, so `cleanup()` can find and kill every process of the run (orphans included)
+however it ends.
+"""
+
+import argparse
+import ctypes
+import datetime
+import hashlib
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TOKEN_VAR = "BENCH_RUN_TOKEN"
+SLEEP_FOREVER = ["sleep", "100000"]
+
+FULL = {
+    "startup_warmup": 50,
+    "startup_runs": 1000,  # per command, split over two hyperfine passes in opposite orders
+    "signals": 1000,
+    "signal_rounds": 4,
+    "settle_s": 1.0,
+    "wakeup_span_s": 60.0,
+    "probe_sizes": [1, 100, 1000],
+    "probe_span_s": 10.0,
+}
+QUICK = {
+    "startup_warmup": 3,
+    "startup_runs": 20,
+    "signals": 100,
+    "signal_rounds": 2,
+    "settle_s": 0.6,
+    "wakeup_span_s": 5.0,
+    "probe_sizes": [1, 10, 50],
+    "probe_span_s": 1.0,
+}
+PROBE_INTERVAL_S = 0.1
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc readings
+
+
+def proc_status(pid):
+    """Fields of /proc/<pid>/status as strings; {} if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(
+                line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line
+            )
+    except OSError:
+        return {}
+
+
+def kib(field):
+    """'  1234 kB' -> 1234."""
+    return int(field.split()[0])
+
+
+def pss_kib(pid):
+    """Proportional set size (shared pages divided among their users), or None."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def ctxt_switches(pid):
+    s = proc_status(pid)
+    return int(s["voluntary_ctxt_switches"]), int(s["nonvoluntary_ctxt_switches"])
+
+
+def cpu_ns(pid):
+    """CPU time the process has run, in ns: schedstat's first field, else utime+stime ticks."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def io_rchar(pid):
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("rchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def all_pids():
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def parent_map():
+    """pid -> ppid for every process we can read."""
+    out = {}
+    for pid in all_pids():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                rest = f.read().rsplit(b")", 1)[1].split()
+            out[pid] = int(rest[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def descendants(root):
+    children = {}
+    for pid, ppid in parent_map().items():
+        children.setdefault(ppid, []).append(pid)
+    out, queue = [], [root]
+    while queue:
+        for c in children.get(queue.pop(), []):
+            out.append(c)
+            queue.append(c)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping
+
+
+def become_subreaper():
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_CHILD_SUBREAPER = 36
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log("warning: cannot become a child subreaper; orphans are found by token only")
+
+
+def reap_orphans():
+    """Collect zombies of processes adopted as subreaper (never our Popen children, which
+    are always waited for before this runs)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def token_holders(token):
+    """Every process whose environment carries this run's token, except us and our
+    ancestors."""
+    needle = f"{TOKEN_VAR}={token}".encode()
+    # Our ancestors carry the token too (run.sh, and a pyenv-style `python3` shim in between).
+    parents = parent_map()
+    mine, pid = set(), os.getpid()
+    while pid > 1 and pid not in mine:
+        mine.add(pid)
+        pid = parents.get(pid, 0)
+    out = []
+    for pid in all_pids():
+        if pid in mine:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in env:
+            out.append(pid)
+    return out
+
+
+def kill_tree(proc):
+    """SIGKILL a wrapper and everything below it (the orphans come to us: we are the
+    subreaper), then reap."""
+    victims = [proc.pid] + descendants(proc.pid)
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        reap_orphans()
+        left = [p for p in victims if os.path.exists(f"/proc/{p}")]
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+
+
+def cleanup(token):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pids = token_holders(token)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+        reap_orphans()
+    reap_orphans()
+
+
+def start(argv, errlog):
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog
+    )
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The contenders
+
+
+class Wrapper:
+    def __init__(self, key, label, prefix, signal_prefix=None, note=None):
+        self.key = key
+        self.label = label
+        self.prefix = prefix
+        # How to run it for the signal test, if different (and why, in `note`).
+        self.signal_prefix = prefix if signal_prefix is None else signal_prefix
+        self.note = note
+
+
+def contenders(watchd):
+    ws = [
+        Wrapper("watchd", "watchd", [watchd, "--"]),
+        Wrapper("tini", "tini -s", ["tini", "-s", "--"]),
+    ]
+    if shutil.which("tini-static"):
+        ws.append(Wrapper("tini-static", "tini-static -s", ["tini-static", "-s", "--"]))
+    ws += [
+        Wrapper(
+            "dumb-init",
+            "dumb-init",
+            ["dumb-init", "--"],
+            ["dumb-init", "--single-child", "--"],
+            "signals: --single-child (the default forwards to the child's process group)",
+        ),
+        Wrapper(
+            "timeout",
+            "timeout 1h",
+            ["timeout", "1h"],
+            ["timeout", "--foreground", "-s", "USR1", "1h"],
+            "signals: --foreground -s USR1 (plain timeout dies of SIGUSR1)",
+        ),
+        Wrapper("none", "no wrapper", []),
+    ]
+    return ws
+
+
+def elf_kind(path):
+    """'static' or 'dynamic' from the ELF program headers (PT_INTERP present = dynamic)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+        if data[:4] != b"\x7fELF" or data[4] != 2:
+            return "not a 64-bit ELF"
+        phoff = int.from_bytes(data[32:40], "little")
+        phentsize = int.from_bytes(data[54:56], "little")
+        phnum = int.from_bytes(data[56:58], "little")
+        for i in range(phnum):
+            off = phoff + i * phentsize
+            if int.from_bytes(data[off : off + 4], "little") == 3:
+                return "dynamic"
+        return "static"
+    except (OSError, IndexError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+
+
+def measure_startup(ws, cfg, tmp, res):
+    """hyperfine -N over `X -- /bin/true`, in two passes of opposite order, medians."""
+    cmds = [shlex.join(w.prefix + ["/bin/true"]) for w in ws]
+    times = {c: [] for c in cmds}
+    user = {c: [] for c in cmds}
+    system = {c: [] for c in cmds}
+    runs = max(cfg["startup_runs"] // 2, 5)
+    for n, order in enumerate([cmds, cmds[::-1]]):
+        out = os.path.join(tmp, f"hyperfine{n}.json")
+        argv = ["hyperfine", "-N", "--style", "none", "--warmup", str(cfg["startup_warmup"]),
+                "--runs", str(runs), "--export-json", out] + order
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        with open(out) as f:
+            for r in json.load(f)["results"]:
+                times[r["command"]] += r["times"]
+                user[r["command"]].append(r["user"])
+                system[r["command"]].append(r["system"])
+    for w, c in zip(ws, cmds):
+        t = times[c]
+        res["startup"][w.key] = {
+            "command": c,
+            "runs": len(t),
+            "median_ms": statistics.median(t) * 1e3,
+            "mean_ms": statistics.fmean(t) * 1e3,
+            "stddev_ms": statistics.stdev(t) * 1e3,
+            "min_ms": min(t) * 1e3,
+            "user_ms": statistics.fmean(user[c]) * 1e3,
+            "system_ms": statistics.fmean(system[c]) * 1e3,
+        }
+
+
+def measure_idle(ws, watchd, cfg, errlog, res):
+    """RSS after settling, then context switches over a fixed span, all wrappers at once."""
+    variants = []
+    for w in ws:
+        if w.key == "none":
+            continue
+        if w.key == "watchd":
+            variants += [
+                ("watchd", [watchd, "--"]),
+                ("watchd-stall-5s", [watchd, "--stall", "1h", "--interval", "5s", "--"]),
+                ("watchd-stall-100ms", [watchd, "--stall", "1h", "--interval", "100ms", "--"]),
+            ]
+        else:
+            variants.append((w.key, w.prefix))
+    procs = {}
+    try:
+        for key, prefix in variants:
+            procs[key] = start(prefix + SLEEP_FOREVER, errlog)
+        for key, p in procs.items():
+            wait_for(lambda p=p: descendants(p.pid), 10, f"{key}'s child to start")
+        time.sleep(cfg["settle_s"])
+        # watchd at 100 ms must be probing: its /proc reads make rchar grow.
+        rp = procs["watchd-stall-100ms"].pid
+        r0 = io_rchar(rp)
+        time.sleep(0.3)
+        r1 = io_rchar(rp)
+        probing = r0 is not None and r1 is not None and r1 > r0
+        for key, p in procs.items():
+            s = proc_status(p.pid)
+            res["rss"][key] = {
+                "vmrss_kib": kib(s["VmRSS"]),
+                "pss_kib": pss_kib(p.pid),
+                "rss_anon_kib": kib(s.get("RssAnon", "0 kB")),
+                "rss_file_kib": kib(s.get("RssFile", "0 kB")),
+                "vmhwm_kib": kib(s["VmHWM"]),
+            }
+        res["rss"]["watchd-stall-100ms"]["probing_verified"] = probing
+        res["rss"]["watchd-stall-100ms"]["settled_s"] = cfg["settle_s"] + 0.3
+        if not probing:
+            raise RuntimeError("watchd --interval 100ms showed no /proc reads while settling")
+        before = {k: ctxt_switches(p.pid) for k, p in procs.items()}
+        cpu_before = {k: cpu_ns(p.pid) for k, p in procs.items()}
+        t0 = time.monotonic()
+        time.sleep(cfg["wakeup_span_s"])
+        after = {k: ctxt_switches(p.pid) for k, p in procs.items()}
+        cpu_after = {k: cpu_ns(p.pid) for k, p in procs.items()}
+        span = time.monotonic() - t0
+        for key, p in procs.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"{key} exited during the idle span")
+            vol = after[key][0] - before[key][0]
+            inv = after[key][1] - before[key][1]
+            res["wakeups"][key] = {
+                "span_s": span,
+                "voluntary": vol,
+                "nonvoluntary": inv,
+                "per_minute": (vol + inv) * 60.0 / span,
+                "cpu_us_per_minute": (cpu_after[key] - cpu_before[key]) / 1e3 * 60.0 / span,
+            }
+    finally:
+        for p in procs.values():
+            kill_tree(p)
+
+
+def nearest_rank(sorted_values, q):
+    return sorted_values[max(math.ceil(q * len(sorted_values)) - 1, 0)]
+
+
+def measure_signals(ws, siglat, cfg, tmp, res):
+    """siglat, in rounds: each round gives every wrapper its share of the signals, in a rotated
+    order, so a disturbance of the machine does not land on one wrapper only."""
+    cpus = sorted(os.sched_getaffinity(0))
+    modes = [("same-cpu", f"{cpus[0]}:{cpus[0]}")]
+    if len(cpus) >= 2:
+        modes.append(("cross-cpu", f"{cpus[0]}:{cpus[1]}"))
+    res["signals_cpus"] = dict(modes)
+    rounds = cfg["signal_rounds"]
+    per_round = max(cfg["signals"] // rounds, 1)
+    raw_path = os.path.join(tmp, "siglat.raw")
+    for mode, pin in modes:
+        lat = {w.key: [] for w in ws}
+        errors = {}
+        for r in range(rounds):
+            order = ws[r % len(ws):] + ws[:r % len(ws)]
+            for w in order:
+                argv = [siglat, "--cpus", pin, "--raw", raw_path, str(per_round)]
+                argv += w.signal_prefix + [siglat, "--child"]
+                out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                     text=True, timeout=120)
+                line = out.stdout.strip()
+                if out.returncode != 0 or not line.startswith("ok "):
+                    errors[w.key] = (line or out.stderr.strip()
+                                     or f"siglat exited with status {out.returncode}")
+                    continue
+                with open(raw_path) as f:
+                    lat[w.key] += [int(x) for x in f.read().split()]
+        for w in ws:
+            entry = {"command": shlex.join(w.signal_prefix + ["siglat", "--child"]),
+                     "rounds": rounds}
+            v = sorted(lat[w.key])
+            if w.key in errors:
+                entry["error"] = errors[w.key]
+            elif v:
+                entry.update({"n": len(v), "median_us": nearest_rank(v, 0.5) / 1e3,
+                              "p99_us": nearest_rank(v, 0.99) / 1e3,
+                              "mean_us": statistics.fmean(v) / 1e3, "min_us": v[0] / 1e3,
+                              "max_us": v[-1] / 1e3})
+            res["signals"].setdefault(mode, {})[w.key] = entry
+    # Plain `timeout 1h`, as the other rows run it: does it forward SIGUSR1 at all?
+    out = subprocess.run([siglat, "1", "timeout", "1h", siglat, "--child"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    res["signals_plain_timeout"] = out.stdout.strip()
+
+
+def tree_command(n):
+    """A main child with exactly n processes in its tree, all asleep."""
+    script = (f"i=1; while [ $i -lt {n} ]; do sleep 100000 & i=$((i+1)); done; "
+              "exec sleep 100000")
+    return ["sh", "-c", script]
+
+
+def probe_cost_of(watchd, n, span, errlog):
+    """watchd's CPU per probe with a tree of n sleeping processes: the CPU it uses over `span`
+    at --interval 100ms, minus its CPU rate with the same tree at --interval 1h (no probes)."""
+    entry = {}
+    for mode, interval in [("baseline", "1h"), ("probing", "100ms")]:
+        p = start([watchd, "--stall", "1h", "--interval", interval, "--"] + tree_command(n),
+                  errlog)
+        try:
+            wait_for(lambda: len(descendants(p.pid)) >= n, 120,
+                     f"a tree of {n} processes under watchd")
+            time.sleep(max(3 * PROBE_INTERVAL_S, 0.3))
+            others = len(all_pids()) - n - 1
+            t0, c0 = time.monotonic(), cpu_ns(p.pid)
+            time.sleep(span)
+            t1, c1 = time.monotonic(), cpu_ns(p.pid)
+            members = len(descendants(p.pid))
+            if p.poll() is not None or members != n:
+                raise RuntimeError(f"tree of {n}: watchd or its tree changed during the span "
+                                   f"({members} processes)")
+            entry[mode] = {"span_s": t1 - t0, "cpu_ns": c1 - c0, "other_processes": others,
+                           "vmrss_kib": kib(proc_status(p.pid)["VmRSS"])}
+        finally:
+            kill_tree(p)
+    base_rate = entry["baseline"]["cpu_ns"] / entry["baseline"]["span_s"]
+    pr = entry["probing"]
+    probes = pr["span_s"] / PROBE_INTERVAL_S
+    per_probe_ns = (pr["cpu_ns"] - base_rate * pr["span_s"]) / probes
+    entry["probes"] = probes
+    entry["per_probe_us"] = per_probe_ns / 1e3
+    entry["cpu_share"] = per_probe_ns / (PROBE_INTERVAL_S * 1e9)
+    return entry
+
+
+def measure_probe_cost(watchd, cfg, errlog, res):
+    span = cfg["probe_span_s"]
+    for n in cfg["probe_sizes"]:
+        res["probe"][str(n)] = probe_cost_of(watchd, n, span, errlog)
+        log(f"  tree of {n}: {res['probe'][str(n)]['per_probe_us']:.1f} µs per probe")
+    # The scan reads every process on the machine to find the tree: a tree of 1 on a machine
+    # with many unrelated processes shows what that costs.
+    m = cfg["probe_sizes"][-1]
+    bystanders = start(tree_command(m), errlog)
+    try:
+        wait_for(lambda: len(descendants(bystanders.pid)) >= m - 1, 120,
+                 f"{m} unrelated processes")
+        entry = probe_cost_of(watchd, 1, span, errlog)
+    finally:
+        kill_tree(bystanders)
+    entry["bystanders"] = m
+    res["probe_bystanders"] = entry
+    log(f"  tree of 1 beside {m} unrelated processes: {entry['per_probe_us']:.1f} µs per probe")
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(v, digits=2):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "FAIL"
+    if isinstance(v, str):
+        return v
+    return f"{v:.{digits}f}"
+
+
+def get(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def report(res, ws, quick):
+    """Returns (markdown text, names of figures that failed)."""
+    failed = []
+    keys = [w.key for w in ws]
+    header = ["measurement"] + [w.label for w in ws] + ["watchd/tini", "target", "verdict"]
+    rows = []
+
+    def row(name, values, digits=2, target="", check=None, required=None):
+        """values: key -> number or None (None for a key in `required` is a failure)."""
+        required = keys if required is None else required
+        cells = []
+        for k in keys:
+            v = values.get(k)
+            if v is None and k in required:
+                failed.append(f"{name} [{k}]")
+                cells.append("FAIL")
+            elif v is None:
+                cells.append("—")
+            else:
+                cells.append(fmt(v, digits))
+        w, t = values.get("watchd"), values.get("tini")
+        ratio = w / t if (w is not None and t) else None
+        verdict = ""
+        if check is not None:
+            verdict = "FAIL" if w is None else ("meets" if check(w, t, ratio) else "MISSES")
+        rows.append([name] + cells + [fmt(ratio) if ratio is not None else "—", target,
+                                      verdict])
+
+    st = res["startup"]
+    row("start-up: `X -- /bin/true`, median wall (ms)",
+        {k: get(st, k, "median_ms") for k in keys}, target="ratio ≤ 1.0",
+        check=lambda w, t, r: r is not None and r <= 1.0)
+    bare = get(st, "none", "median_ms")
+    row("start-up overhead over bare /bin/true (ms)",
+        {k: (get(st, k, "median_ms") - bare)
+         if (get(st, k, "median_ms") is not None and bare is not None and k != "none") else None
+         for k in keys}, required=[k for k in keys if k != "none"])
+
+    rss = res["rss"]
+    rss_vals = {k: get(rss, "watchd-stall-100ms" if k == "watchd" else k, "vmrss_kib")
+                for k in keys if k != "none"}
+    rss_vals = {k: (v / 1024 if v is not None else None) for k, v in rss_vals.items()}
+    row("RSS while the child sleeps (MiB; watchd --stall 1h --interval 100ms)", rss_vals,
+        target="≤ 1.5 MiB and ≤ tini",
+        check=lambda w, t, r: w <= 1.5 and t is not None and w <= t,
+        required=[k for k in keys if k != "none"])
+
+    pss = {k: get(rss, "watchd-stall-100ms" if k == "watchd" else k, "pss_kib")
+           for k in keys if k != "none"}
+    row("PSS, same processes (MiB; shared pages split among their users)",
+        {k: (v / 1024 if v is not None else None) for k, v in pss.items()},
+        required=[k for k in keys if k != "none"])
+
+    for mode, label in [("same-cpu", "one CPU"), ("cross-cpu", "across CPUs")]:
+        if mode not in res["signals"] and mode == "cross-cpu" and res.get("signals_cpus"):
+            continue  # a one-CPU machine
+        for stat in ["median_us", "p99_us"]:
+            row(f"SIGUSR1 → child's handler, {label}, {stat.split('_')[0]} (µs)",
+                {k: get(res["signals"], mode, k, stat) for k in keys}, digits=1)
+
+    wk = res["wakeups"]
+    row("wake-ups per minute, no limits (watchd: default --interval 5s)",
+        {k: get(wk, k, "per_minute") for k in keys if k != "none"}, digits=1,
+        required=[k for k in keys if k != "none"])
+    row("wake-ups per minute, watchd --stall 1h --interval 5s",
+        {"watchd": get(wk, "watchd-stall-5s", "per_minute")}, digits=1, required=["watchd"])
+    row("wake-ups per minute, watchd --stall 1h --interval 100ms",
+        {"watchd": get(wk, "watchd-stall-100ms", "per_minute")}, digits=1,
+        required=["watchd"])
+    row("idle CPU per minute, no limits (ms)",
+        {k: (get(wk, k, "cpu_us_per_minute") or 0) / 1e3 if get(wk, k, "cpu_us_per_minute")
+         is not None else None for k in keys if k != "none"}, digits=3,
+        required=[k for k in keys if k != "none"])
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+
+    # Probe cost
+    lines += ["", "watchd probe cost (`--stall 1h --interval 100ms`, tree of N sleeping processes, "
+              "minus the same tree with `--interval 1h`):", "",
+              "| tree (processes) | CPU per probe (µs) | × tree of 1 | CPU share at 100 ms | "
+              "watchd RSS (MiB) | other processes on the machine |",
+              "|---|---|---|---|---|---|"]
+    sizes = [str(n) for n in res["config"]["probe_sizes"]]
+    first = get(res["probe"], sizes[0], "per_probe_us")
+    for n in sizes:
+        us = get(res["probe"], n, "per_probe_us")
+        if us is None:
+            failed.append(f"probe cost [tree of {n}]")
+        rss_mib = get(res["probe"], n, "probing", "vmrss_kib")
+        lines.append("| " + " | ".join([
+            n, fmt(us, 1), fmt(us / first, 1) if (us is not None and first) else "—",
+            f"{get(res['probe'], n, 'cpu_share') * 100:.2f} %" if us is not None else "FAIL",
+            fmt(rss_mib / 1024 if rss_mib is not None else None),
+            str(get(res["probe"], n, "probing", "other_processes") or "—")]) + " |")
+    by = res.get("probe_bystanders") or {}
+    by_us = by.get("per_probe_us")
+    if by_us is None:
+        failed.append("probe cost [tree of 1 beside unrelated processes]")
+    by_rss = get(by, "probing", "vmrss_kib")
+    lines.append("| " + " | ".join([
+        f"1, beside {res['config']['probe_sizes'][-1]} unrelated processes", fmt(by_us, 1),
+        fmt(by_us / first, 1) if (by_us is not None and first) else "—",
+        f"{by['cpu_share'] * 100:.2f} %" if by_us is not None else "FAIL",
+        fmt(by_rss / 1024 if by_rss is not None else None),
+        str(get(by, "probing", "other_processes") or "—")]) + " |")
+    big, mid = sizes[-1], sizes[-2] if len(sizes) > 1 else None
+    b, m = get(res["probe"], big, "per_probe_us"), get(res["probe"], mid, "per_probe_us")
+    if b is not None and m is not None:
+        per_proc = (b - m) / (int(big) - int(mid))
+        res["probe_growth_us_per_process"] = per_proc
+        lines += ["", f"Growth: {per_proc:.2f} µs per extra tree process per probe "
+                      f"(between {mid} and {big}); a tree of {big} costs "
+                      f"{b / first:.1f}× a tree of {sizes[0]}." if first else ""]
+    if quick:
+        lines += ["", "(--quick: few iterations, small trees, short spans — a smoke run, "
+                      "not figures to quote.)"]
+    return "\n".join(lines), failed
+
+
+def machine_info(watchd):
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+
+    def version(argv):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "unknown"
+
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": os.uname().release,
+        "loadavg_start": open("/proc/loadavg").read().split()[:3],
+        "processes_start": len(all_pids()),
+        "watchd": version([watchd, "--version"]),
+        "tini": version(["tini", "--version"]),
+        "dumb-init": version(["dumb-init", "--version"]),
+        "timeout": version(["timeout", "--version"]),
+        "hyperfine": version(["hyperfine", "--version"]),
+    }
+    for name in ["tini", "tini-static", "dumb-init", "timeout"]:
+        path = shutil.which(name)
+        if path:
+            info[f"{name}_binary"] = f"{path}: {elf_kind(path)}, {os.path.getsize(path)} bytes"
+    info["watchd_binary"] = f"{watchd}: {elf_kind(watchd)}, {os.path.getsize(watchd)} bytes"
+    info["watchd_path"] = watchd
+    with open(watchd, "rb") as f:
+        info["watchd_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+    # What was measured, without git: a digest of the sources the binary was built from.
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    files = ["Cargo.toml", "Cargo.lock"] + sorted(
+        os.path.join("src", f) for f in os.listdir(os.path.join(repo, "src")))
+    for rel in files:
+        try:
+            with open(os.path.join(repo, rel), "rb") as f:
+                h.update(rel.encode() + b"\0" + f.read() + b"\0")
+        except OSError:
+            pass
+    info["source_digest"] = h.hexdigest()[:16]
+    return info
+
+
+def render(res, ws):
+    """The whole printed report: a header of bullets, the tables, any errors."""
+    quick = res["config"]["quick"]
+    table, failed = report(res, ws, quick)
+    m = res["machine"]
+    notes = "; ".join(f"{k}: {v}" for k, v in res["notes"].items())
+    head = [
+        f"watchd bench, {m['date']}{' (--quick)' if quick else ''}",
+        "",
+        f"- machine: {m['nproc']} × {m['cpu']}, kernel {m['kernel']}; "
+        f"{m['processes_start']} processes; load average {' '.join(m['loadavg_start'])} "
+        f"at start, {' '.join(m.get('loadavg_end', ['?']))} at end",
+        f"- versions: {m['watchd']}; {m['tini']}; {m['dumb-init']}; {m['timeout']}; "
+        f"{m['hyperfine']}",
+        "- binaries: " + "; ".join(m[k] for k in m if k.endswith("_binary")),
+        f"- watchd measured: sha256 {m['watchd_sha256']}…, built from sources with digest "
+        f"{m['source_digest']}… (src/, Cargo.toml, Cargo.lock)",
+        f"- notes: {notes}; plain `timeout 1h` sent SIGUSR1: "
+        f"{res.get('signals_plain_timeout', '?')}",
+        "",
+    ]
+    text = "\n".join(head) + "\n" + table + "\n"
+    if res["errors"]:
+        text += "\nerrors: " + "; ".join(f"{k}: {v}" for k, v in res["errors"].items()) + "\n"
+    sig_errors = [f"{mode} {key}: {e['error']}" for mode, by in res["signals"].items()
+                  for key, e in by.items() if e.get("error")]
+    if sig_errors:
+        text += "\nsignal latency errors: " + "; ".join(sig_errors) + "\n"
+    return text, failed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--watchd")
+    ap.add_argument("--siglat")
+    ap.add_argument("--out", help="directory for results.json / results.md")
+    ap.add_argument("--token")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--render", metavar="RESULTS_JSON",
+                    help="print the report of an earlier run again, measuring nothing")
+    args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            res = json.load(f)
+        text, failed = render(res, contenders(res["machine"]["watchd_path"]))
+        print(text)
+        return 1 if failed or res["errors"] else 0
+    for name in ["watchd", "siglat", "out", "token"]:
+        if getattr(args, name) is None:
+            ap.error(f"--{name} is required (or --render)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    for k in [k for k in os.environ if k.startswith("WATCHD_")]:
+        del os.environ[k]  # measure watchd's defaults, not the caller's
+    os.environ[TOKEN_VAR] = args.token
+    become_subreaper()
+    cfg = QUICK if args.quick else FULL
+    ws = contenders(args.watchd)
+    os.makedirs(args.out, exist_ok=True)
+    res = {"config": dict(cfg, quick=args.quick), "machine": machine_info(args.watchd),
+           "startup": {}, "rss": {}, "signals": {}, "wakeups": {}, "probe": {}, "errors": {},
+           "notes": {w.key: w.note for w in ws if w.note}}
+    errlog = open(os.path.join(args.out, "wrappers.stderr"), "w")
+    phases = [
+        ("start-up", lambda: measure_startup(ws, cfg, tmp, res)),
+        ("signal latency", lambda: measure_signals(ws, args.siglat, cfg, tmp, res)),
+        ("probe cost", lambda: measure_probe_cost(args.watchd, cfg, errlog, res)),
+        ("RSS and idle wake-ups", lambda: measure_idle(ws, args.watchd, cfg, errlog, res)),
+    ]
+    try:
+        with tempfile.TemporaryDirectory(prefix="watchd-bench-") as tmp:
+            for name, fn in phases:
+                log(f"{name} ...")
+                t = time.monotonic()
+                try:
+                    fn()
+                except Exception as err:  # one failed phase must not hide the others
+                    res["errors"][name] = f"{type(err).__name__}: {err}"
+                    log(f"{name} FAILED: {err}")
+                log(f"{name} done in {time.monotonic() - t:.1f}s")
+    finally:
+        cleanup(args.token)
+        errlog.close()
+    res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    text, failed = render(res, ws)
+    res["failed"] = failed
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+    if failed or res["errors"]:
+        log(f"{len(failed)} figure(s) missing: {', '.join(failed) or '(see errors)'}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
