@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""watchd side by side with `tini -s`, `dumb-init` and `timeout 1h`: start-up, resident memory,
-signal forwarding latency, probe cost and idle wake-ups. Run through bench/run.sh, which builds
-watchd and the signal helper and installs the other wrappers; see bench/README.md for what each
-number means.
+"""watchd (dynamic and static builds) side by side with `tini -s`, `dumb-init` and `timeout 1h`:
+start-up, resident memory, signal forwarding latency, probe cost and idle wake-ups. Run through
+bench/run.sh, which builds both watchd binaries and the signal helper and installs the other
+wrappers; see bench/README.md for what each number means.
 
 Everything this script starts carries BENCH_RUN_TOKEN in its environment, and the script is a
 child subreaper, so `cleanup()` can find and kill every process of the run (orphans included)
@@ -49,6 +49,11 @@ QUICK = {
     "probe_span_s": 1.0,
 }
 PROBE_INTERVAL_S = 0.1
+# The watchd builds (column keys), and the tini builds every watchd build is compared with.
+BUILDS = ("watchd", "watchd-static")
+REFERENCES = ("tini", "tini-static")
+SHORT = {"watchd": "watchd", "watchd-static": "watchd (static)", "tini": "tini",
+         "tini-static": "tini-static"}
 
 
 def log(msg):
@@ -261,11 +266,11 @@ class Wrapper:
         self.note = note
 
 
-def contenders(watchd):
-    ws = [
-        Wrapper("watchd", "watchd", [watchd, "--"]),
-        Wrapper("tini", "tini -s", ["tini", "-s", "--"]),
-    ]
+def contenders(watchd, watchd_static=None):
+    ws = [Wrapper("watchd", "watchd", [watchd, "--"])]
+    if watchd_static:
+        ws.append(Wrapper("watchd-static", "watchd (static)", [watchd_static, "--"]))
+    ws.append(Wrapper("tini", "tini -s", ["tini", "-s", "--"]))
     if shutil.which("tini-static"):
         ws.append(Wrapper("tini-static", "tini-static -s", ["tini-static", "-s", "--"]))
     ws += [
@@ -288,8 +293,14 @@ def contenders(watchd):
     return ws
 
 
+def watchd_builds(ws):
+    """(key, binary) of every watchd build among the contenders."""
+    return [(w.key, w.prefix[0]) for w in ws if w.key in BUILDS]
+
+
 def elf_kind(path):
-    """'static' or 'dynamic' from the ELF program headers (PT_INTERP present = dynamic)."""
+    """'dynamic', 'static' or 'static-pie' from the ELF header and program headers (PT_INTERP
+    present = dynamic; a position-independent executable without one = static-pie)."""
     try:
         with open(path, "rb") as f:
             data = f.read(1 << 16)
@@ -302,7 +313,7 @@ def elf_kind(path):
             off = phoff + i * phentsize
             if int.from_bytes(data[off : off + 4], "little") == 3:
                 return "dynamic"
-        return "static"
+        return "static-pie" if int.from_bytes(data[16:18], "little") == 3 else "static"
     except (OSError, IndexError):
         return "unknown"
 
@@ -343,17 +354,18 @@ def measure_startup(ws, cfg, tmp, res):
         }
 
 
-def measure_idle(ws, watchd, cfg, errlog, res):
+def measure_idle(ws, cfg, errlog, res):
     """RSS after settling, then context switches over a fixed span, all wrappers at once."""
     variants = []
     for w in ws:
         if w.key == "none":
             continue
-        if w.key == "watchd":
+        if w.key in BUILDS:
+            b = w.prefix[0]
             variants += [
-                ("watchd", [watchd, "--"]),
-                ("watchd-stall-5s", [watchd, "--stall", "1h", "--interval", "5s", "--"]),
-                ("watchd-stall-100ms", [watchd, "--stall", "1h", "--interval", "100ms", "--"]),
+                (w.key, [b, "--"]),
+                (f"{w.key}-stall-5s", [b, "--stall", "1h", "--interval", "5s", "--"]),
+                (f"{w.key}-stall-100ms", [b, "--stall", "1h", "--interval", "100ms", "--"]),
             ]
         else:
             variants.append((w.key, w.prefix))
@@ -365,11 +377,11 @@ def measure_idle(ws, watchd, cfg, errlog, res):
             wait_for(lambda p=p: descendants(p.pid), 10, f"{key}'s child to start")
         time.sleep(cfg["settle_s"])
         # watchd at 100 ms must be probing: its /proc reads make rchar grow.
-        rp = procs["watchd-stall-100ms"].pid
-        r0 = io_rchar(rp)
+        fast = [f"{key}-stall-100ms" for key, _ in watchd_builds(ws)]
+        r0 = {k: io_rchar(procs[k].pid) for k in fast}
         time.sleep(0.3)
-        r1 = io_rchar(rp)
-        probing = r0 is not None and r1 is not None and r1 > r0
+        r1 = {k: io_rchar(procs[k].pid) for k in fast}
+        probing = {k: r0[k] is not None and r1[k] is not None and r1[k] > r0[k] for k in fast}
         for key, p in procs.items():
             s = proc_status(p.pid)
             res["rss"][key] = {
@@ -379,10 +391,11 @@ def measure_idle(ws, watchd, cfg, errlog, res):
                 "rss_file_kib": kib(s.get("RssFile", "0 kB")),
                 "vmhwm_kib": kib(s["VmHWM"]),
             }
-        res["rss"]["watchd-stall-100ms"]["probing_verified"] = probing
-        res["rss"]["watchd-stall-100ms"]["settled_s"] = cfg["settle_s"] + 0.3
-        if not probing:
-            raise RuntimeError("watchd --interval 100ms showed no /proc reads while settling")
+        for k in fast:
+            res["rss"][k]["probing_verified"] = probing[k]
+            res["rss"][k]["settled_s"] = cfg["settle_s"] + 0.3
+            if not probing[k]:
+                raise RuntimeError(f"{k} showed no /proc reads while settling")
         before = {k: ctxt_switches(p.pid) for k, p in procs.items()}
         cpu_before = {k: cpu_ns(p.pid) for k, p in procs.items()}
         t0 = time.monotonic()
@@ -497,24 +510,30 @@ def probe_cost_of(watchd, n, span, errlog):
     return entry
 
 
-def measure_probe_cost(watchd, cfg, errlog, res):
+def measure_probe_cost(builds, cfg, errlog, res):
+    """Every tree size with every watchd build, the builds' order alternating from one size to
+    the next so that a drift of the machine does not always land on the same build."""
     span = cfg["probe_span_s"]
-    for n in cfg["probe_sizes"]:
-        res["probe"][str(n)] = probe_cost_of(watchd, n, span, errlog)
-        log(f"  tree of {n}: {res['probe'][str(n)]['per_probe_us']:.1f} µs per probe")
-    # The scan reads every process on the machine to find the tree: a tree of 1 on a machine
-    # with many unrelated processes shows what that costs.
+    for i, n in enumerate(cfg["probe_sizes"]):
+        for key, binary in (builds if i % 2 == 0 else builds[::-1]):
+            entry = probe_cost_of(binary, n, span, errlog)
+            res["probe"].setdefault(key, {})[str(n)] = entry
+            log(f"  {key}, tree of {n}: {entry['per_probe_us']:.1f} µs per probe")
+    # A tree of 1 on a machine with many unrelated processes: what processes outside the tree
+    # cost a probe (the tree walk starts at watchd, so ideally nothing).
     m = cfg["probe_sizes"][-1]
     bystanders = start(tree_command(m), errlog)
     try:
         wait_for(lambda: len(descendants(bystanders.pid)) >= m - 1, 120,
                  f"{m} unrelated processes")
-        entry = probe_cost_of(watchd, 1, span, errlog)
+        for key, binary in builds[::-1]:
+            entry = probe_cost_of(binary, 1, span, errlog)
+            entry["bystanders"] = m
+            res["probe_bystanders"][key] = entry
+            log(f"  {key}, tree of 1 beside {m} unrelated processes: "
+                f"{entry['per_probe_us']:.1f} µs per probe")
     finally:
         kill_tree(bystanders)
-    entry["bystanders"] = m
-    res["probe_bystanders"] = entry
-    log(f"  tree of 1 beside {m} unrelated processes: {entry['per_probe_us']:.1f} µs per probe")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,11 +560,17 @@ def report(res, ws, quick):
     """Returns (markdown text, names of figures that failed)."""
     failed = []
     keys = [w.key for w in ws]
-    header = ["measurement"] + [w.label for w in ws] + ["watchd/tini", "target", "verdict"]
+    builds = [k for k in BUILDS if k in keys]
+    refs = [k for k in REFERENCES if k in keys]
+    pairs = [(b, r) for b in builds for r in refs]
+    header = (["measurement"] + [w.label for w in ws]
+              + [f"{SHORT[b]} / {SHORT[r]}" for b, r in pairs] + ["target"]
+              + [f"verdict, {SHORT[b]}" for b in builds])
     rows = []
 
     def row(name, values, digits=2, target="", check=None, required=None):
-        """values: key -> number or None (None for a key in `required` is a failure)."""
+        """values: key -> number or None (None for a key in `required` is a failure).
+        check(w, t, ratio): the target, for one watchd build's value w and tini's t."""
         required = keys if required is None else required
         cells = []
         for k in keys:
@@ -557,38 +582,47 @@ def report(res, ws, quick):
                 cells.append("—")
             else:
                 cells.append(fmt(v, digits))
-        w, t = values.get("watchd"), values.get("tini")
-        ratio = w / t if (w is not None and t) else None
-        verdict = ""
-        if check is not None:
-            verdict = "FAIL" if w is None else ("meets" if check(w, t, ratio) else "MISSES")
-        rows.append([name] + cells + [fmt(ratio) if ratio is not None else "—", target,
-                                      verdict])
+        ratios = []
+        for b, r in pairs:
+            w, t = values.get(b), values.get(r)
+            ratios.append(fmt(w / t) if (w is not None and t) else "—")
+        verdicts = []
+        for b in builds:
+            w, t = values.get(b), values.get("tini")
+            if check is None:
+                verdicts.append("")
+            elif w is None:
+                verdicts.append("FAIL")
+            else:
+                verdicts.append("meets" if check(w, t, w / t if t else None) else "MISSES")
+        rows.append([name] + cells + ratios + [target] + verdicts)
 
+    not_bare = [k for k in keys if k != "none"]
     st = res["startup"]
     row("start-up: `X -- /bin/true`, median wall (ms)",
-        {k: get(st, k, "median_ms") for k in keys}, target="ratio ≤ 1.0",
+        {k: get(st, k, "median_ms") for k in keys}, target="÷ tini ≤ 1.0",
         check=lambda w, t, r: r is not None and r <= 1.0)
     bare = get(st, "none", "median_ms")
     row("start-up overhead over bare /bin/true (ms)",
         {k: (get(st, k, "median_ms") - bare)
          if (get(st, k, "median_ms") is not None and bare is not None and k != "none") else None
-         for k in keys}, required=[k for k in keys if k != "none"])
+         for k in keys}, required=not_bare)
 
     rss = res["rss"]
-    rss_vals = {k: get(rss, "watchd-stall-100ms" if k == "watchd" else k, "vmrss_kib")
-                for k in keys if k != "none"}
+
+    def idle_key(k):
+        """The RSS rows show the watchd builds at their busiest idle: probing every 100 ms."""
+        return f"{k}-stall-100ms" if k in BUILDS else k
+
+    rss_vals = {k: get(rss, idle_key(k), "vmrss_kib") for k in not_bare}
     rss_vals = {k: (v / 1024 if v is not None else None) for k, v in rss_vals.items()}
     row("RSS while the child sleeps (MiB; watchd --stall 1h --interval 100ms)", rss_vals,
         target="≤ 1.5 MiB and ≤ tini",
-        check=lambda w, t, r: w <= 1.5 and t is not None and w <= t,
-        required=[k for k in keys if k != "none"])
+        check=lambda w, t, r: w <= 1.5 and t is not None and w <= t, required=not_bare)
 
-    pss = {k: get(rss, "watchd-stall-100ms" if k == "watchd" else k, "pss_kib")
-           for k in keys if k != "none"}
+    pss = {k: get(rss, idle_key(k), "pss_kib") for k in not_bare}
     row("PSS, same processes (MiB; shared pages split among their users)",
-        {k: (v / 1024 if v is not None else None) for k, v in pss.items()},
-        required=[k for k in keys if k != "none"])
+        {k: (v / 1024 if v is not None else None) for k, v in pss.items()}, required=not_bare)
 
     for mode, label in [("same-cpu", "one CPU"), ("cross-cpu", "across CPUs")]:
         if mode not in res["signals"] and mode == "cross-cpu" and res.get("signals_cpus"):
@@ -599,65 +633,81 @@ def report(res, ws, quick):
 
     wk = res["wakeups"]
     row("wake-ups per minute, no limits (watchd: default --interval 5s)",
-        {k: get(wk, k, "per_minute") for k in keys if k != "none"}, digits=1,
-        required=[k for k in keys if k != "none"])
+        {k: get(wk, k, "per_minute") for k in not_bare}, digits=1, required=not_bare)
     row("wake-ups per minute, watchd --stall 1h --interval 5s",
-        {"watchd": get(wk, "watchd-stall-5s", "per_minute")}, digits=1, required=["watchd"])
+        {b: get(wk, f"{b}-stall-5s", "per_minute") for b in builds}, digits=1,
+        required=builds)
     row("wake-ups per minute, watchd --stall 1h --interval 100ms",
-        {"watchd": get(wk, "watchd-stall-100ms", "per_minute")}, digits=1,
-        required=["watchd"])
+        {b: get(wk, f"{b}-stall-100ms", "per_minute") for b in builds}, digits=1,
+        required=builds)
     row("idle CPU per minute, no limits (ms)",
-        {k: (get(wk, k, "cpu_us_per_minute") or 0) / 1e3 if get(wk, k, "cpu_us_per_minute")
-         is not None else None for k in keys if k != "none"}, digits=3,
-        required=[k for k in keys if k != "none"])
+        {k: get(wk, k, "cpu_us_per_minute") / 1e3
+         if get(wk, k, "cpu_us_per_minute") is not None else None for k in not_bare},
+        digits=3, required=not_bare)
+    row("idle CPU per minute, watchd --stall 1h --interval 5s (ms)",
+        {b: get(wk, f"{b}-stall-5s", "cpu_us_per_minute") / 1e3
+         if get(wk, f"{b}-stall-5s", "cpu_us_per_minute") is not None else None
+         for b in builds}, digits=3, required=builds)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
 
-    # Probe cost
-    lines += ["", "watchd probe cost (`--stall 1h --interval 100ms`, tree of N sleeping processes, "
-              "minus the same tree with `--interval 1h`):", "",
-              "| tree (processes) | CPU per probe (µs) | × tree of 1 | CPU share at 100 ms | "
-              "watchd RSS (MiB) | other processes on the machine |",
-              "|---|---|---|---|---|---|"]
+    # Probe cost, per watchd build.
     sizes = [str(n) for n in res["config"]["probe_sizes"]]
-    first = get(res["probe"], sizes[0], "per_probe_us")
-    for n in sizes:
-        us = get(res["probe"], n, "per_probe_us")
-        if us is None:
-            failed.append(f"probe cost [tree of {n}]")
-        rss_mib = get(res["probe"], n, "probing", "vmrss_kib")
-        lines.append("| " + " | ".join([
-            n, fmt(us, 1), fmt(us / first, 1) if (us is not None and first) else "—",
-            f"{get(res['probe'], n, 'cpu_share') * 100:.2f} %" if us is not None else "FAIL",
-            fmt(rss_mib / 1024 if rss_mib is not None else None),
-            str(get(res["probe"], n, "probing", "other_processes") or "—")]) + " |")
-    by = res.get("probe_bystanders") or {}
-    by_us = by.get("per_probe_us")
-    if by_us is None:
-        failed.append("probe cost [tree of 1 beside unrelated processes]")
-    by_rss = get(by, "probing", "vmrss_kib")
-    lines.append("| " + " | ".join([
-        f"1, beside {res['config']['probe_sizes'][-1]} unrelated processes", fmt(by_us, 1),
-        fmt(by_us / first, 1) if (by_us is not None and first) else "—",
-        f"{by['cpu_share'] * 100:.2f} %" if by_us is not None else "FAIL",
-        fmt(by_rss / 1024 if by_rss is not None else None),
-        str(get(by, "probing", "other_processes") or "—")]) + " |")
+    m = res["config"]["probe_sizes"][-1]
+    cols = []
+    for b in builds:
+        cols += [f"{SHORT[b]}: CPU per probe (µs)", "× tree of 1", "CPU share at 100 ms",
+                 "RSS (MiB)"]
+    lines += ["", "watchd probe cost (`--stall 1h --interval 100ms`, tree of N sleeping processes, "
+              "minus the same tree with `--interval 1h`), both builds:", "",
+              "| " + " | ".join(["tree (processes)"] + cols
+                                + ["other processes on the machine"]) + " |",
+              "|" + "---|" * (len(cols) + 2)]
+    firsts = {b: get(res["probe"], b, sizes[0], "per_probe_us") for b in builds}
+    series = [(n, n, lambda b, n=n: get(res["probe"], b, n)) for n in sizes]
+    series.append((f"1, beside {m} unrelated processes", "tree of 1 beside unrelated processes",
+                   lambda b: get(res, "probe_bystanders", b)))
+    for label, what, entry_of in series:
+        cells, others = [label], []
+        for b in builds:
+            e = entry_of(b) or {}
+            us, first = e.get("per_probe_us"), firsts[b]
+            if us is None:
+                failed.append(f"probe cost [{SHORT[b]}, {what}]")
+            rss_kib = get(e, "probing", "vmrss_kib")
+            cells += [fmt(us, 1), fmt(us / first, 1) if (us is not None and first) else "—",
+                      f"{e['cpu_share'] * 100:.2f} %" if us is not None else "FAIL",
+                      fmt(rss_kib / 1024 if rss_kib is not None else None)]
+            o = get(e, "probing", "other_processes")
+            if o is not None and o not in others:
+                others.append(o)
+        cells.append(" / ".join(str(o) for o in others) or "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    growth, per_process = [], {}
     big, mid = sizes[-1], sizes[-2] if len(sizes) > 1 else None
-    b, m = get(res["probe"], big, "per_probe_us"), get(res["probe"], mid, "per_probe_us")
-    if b is not None and m is not None:
-        per_proc = (b - m) / (int(big) - int(mid))
-        res["probe_growth_us_per_process"] = per_proc
-        lines += ["", f"Growth: {per_proc:.2f} µs per extra tree process per probe "
-                      f"(between {mid} and {big}); a tree of {big} costs "
-                      f"{b / first:.1f}× a tree of {sizes[0]}." if first else ""]
+    for b in builds:
+        bu, mu = get(res["probe"], b, big, "per_probe_us"), get(res["probe"], b, mid, "per_probe_us")
+        first, by = firsts[b], get(res, "probe_bystanders", b, "per_probe_us")
+        if bu is None or mu is None or not first:
+            continue
+        per_proc = (bu - mu) / (int(big) - int(mid))
+        per_process[b] = per_proc
+        text = (f"{SHORT[b]}: {per_proc:.2f} µs per extra tree process per probe (between {mid} "
+                f"and {big}); a tree of {big} costs {bu / first:.1f}× a tree of {sizes[0]}")
+        if by is not None:
+            text += f"; {m} unrelated processes add {by - first:+.1f} µs to a tree of 1"
+        growth.append(text + ".")
+    res["probe_growth_us_per_process"] = per_process
+    if growth:
+        lines += ["", "Growth: " + " ".join(growth)]
     if quick:
         lines += ["", "(--quick: few iterations, small trees, short spans — a smoke run, "
                       "not figures to quote.)"]
     return "\n".join(lines), failed
 
 
-def machine_info(watchd):
+def machine_info(watchd, watchd_static):
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -680,6 +730,7 @@ def machine_info(watchd):
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
         "processes_start": len(all_pids()),
         "watchd": version([watchd, "--version"]),
+        "watchd_static_version": version([watchd_static, "--version"]),
         "tini": version(["tini", "--version"]),
         "dumb-init": version(["dumb-init", "--version"]),
         "timeout": version(["timeout", "--version"]),
@@ -689,10 +740,11 @@ def machine_info(watchd):
         path = shutil.which(name)
         if path:
             info[f"{name}_binary"] = f"{path}: {elf_kind(path)}, {os.path.getsize(path)} bytes"
-    info["watchd_binary"] = f"{watchd}: {elf_kind(watchd)}, {os.path.getsize(watchd)} bytes"
-    info["watchd_path"] = watchd
-    with open(watchd, "rb") as f:
-        info["watchd_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+    for key, path in [("watchd", watchd), ("watchd_static", watchd_static)]:
+        info[f"{key}_binary"] = f"{path}: {elf_kind(path)}, {os.path.getsize(path)} bytes"
+        info[f"{key}_path"] = path
+        with open(path, "rb") as f:
+            info[f"{key}_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
     # What was measured, without git: a digest of the sources the binary was built from.
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     h = hashlib.sha256()
@@ -720,10 +772,11 @@ def render(res, ws):
         f"- machine: {m['nproc']} × {m['cpu']}, kernel {m['kernel']}; "
         f"{m['processes_start']} processes; load average {' '.join(m['loadavg_start'])} "
         f"at start, {' '.join(m.get('loadavg_end', ['?']))} at end",
-        f"- versions: {m['watchd']}; {m['tini']}; {m['dumb-init']}; {m['timeout']}; "
-        f"{m['hyperfine']}",
+        f"- versions: {m['watchd']} (static: {m.get('watchd_static_version', '?')}); "
+        f"{m['tini']}; {m['dumb-init']}; {m['timeout']}; {m['hyperfine']}",
         "- binaries: " + "; ".join(m[k] for k in m if k.endswith("_binary")),
-        f"- watchd measured: sha256 {m['watchd_sha256']}…, built from sources with digest "
+        f"- watchd measured: sha256 {m['watchd_sha256']}… (dynamic), "
+        f"{m.get('watchd_static_sha256', '?')}… (static), both built from sources with digest "
         f"{m['source_digest']}… (src/, Cargo.toml, Cargo.lock)",
         f"- notes: {notes}; plain `timeout 1h` sent SIGUSR1: "
         f"{res.get('signals_plain_timeout', '?')}",
@@ -741,7 +794,8 @@ def render(res, ws):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--watchd")
+    ap.add_argument("--watchd", help="the release build")
+    ap.add_argument("--watchd-static", help="the static (+crt-static) release build")
     ap.add_argument("--siglat")
     ap.add_argument("--out", help="directory for results.json / results.md")
     ap.add_argument("--token")
@@ -752,12 +806,20 @@ def main():
     if args.render:
         with open(args.render) as f:
             res = json.load(f)
-        text, failed = render(res, contenders(res["machine"]["watchd_path"]))
+        # Runs from before the static column kept one build's probe figures unkeyed.
+        if res["probe"] and all(k.isdigit() for k in res["probe"]):
+            res["probe"] = {"watchd": res["probe"]}
+            res["probe_bystanders"] = {"watchd": res.get("probe_bystanders") or {}}
+        text, failed = render(res, contenders(res["machine"]["watchd_path"],
+                                              res["machine"].get("watchd_static_path")))
         print(text)
         return 1 if failed or res["errors"] else 0
-    for name in ["watchd", "siglat", "out", "token"]:
+    for name in ["watchd", "watchd_static", "siglat", "out", "token"]:
         if getattr(args, name) is None:
-            ap.error(f"--{name} is required (or --render)")
+            ap.error(f"--{name.replace('_', '-')} is required (or --render)")
+    if not elf_kind(args.watchd_static).startswith("static"):
+        ap.error(f"--watchd-static {args.watchd_static} is {elf_kind(args.watchd_static)}, "
+                 "not a static binary")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
     for k in [k for k in os.environ if k.startswith("WATCHD_")]:
@@ -765,17 +827,19 @@ def main():
     os.environ[TOKEN_VAR] = args.token
     become_subreaper()
     cfg = QUICK if args.quick else FULL
-    ws = contenders(args.watchd)
+    ws = contenders(args.watchd, args.watchd_static)
     os.makedirs(args.out, exist_ok=True)
-    res = {"config": dict(cfg, quick=args.quick), "machine": machine_info(args.watchd),
-           "startup": {}, "rss": {}, "signals": {}, "wakeups": {}, "probe": {}, "errors": {},
+    res = {"config": dict(cfg, quick=args.quick),
+           "machine": machine_info(args.watchd, args.watchd_static),
+           "startup": {}, "rss": {}, "signals": {}, "wakeups": {}, "probe": {},
+           "probe_bystanders": {}, "errors": {},
            "notes": {w.key: w.note for w in ws if w.note}}
     errlog = open(os.path.join(args.out, "wrappers.stderr"), "w")
     phases = [
         ("start-up", lambda: measure_startup(ws, cfg, tmp, res)),
         ("signal latency", lambda: measure_signals(ws, args.siglat, cfg, tmp, res)),
-        ("probe cost", lambda: measure_probe_cost(args.watchd, cfg, errlog, res)),
-        ("RSS and idle wake-ups", lambda: measure_idle(ws, args.watchd, cfg, errlog, res)),
+        ("probe cost", lambda: measure_probe_cost(watchd_builds(ws), cfg, errlog, res)),
+        ("RSS and idle wake-ups", lambda: measure_idle(ws, cfg, errlog, res)),
     ]
     try:
         with tempfile.TemporaryDirectory(prefix="watchd-bench-") as tmp:

@@ -3,9 +3,10 @@
 #
 #   bench/run.sh [--quick]
 #
-# Builds watchd (release) into $CARGO_TARGET_DIR or target/, installs tini, dumb-init and
-# hyperfine from Debian if missing (as root), compiles the signal-latency helper with gcc, runs
-# every measurement and prints the table; results.json and results.md land in <target>/bench/.
+# Builds watchd (release) into $CARGO_TARGET_DIR or target/, and its static build (+crt-static)
+# into <target>/static/, installs tini, dumb-init and hyperfine from Debian if missing (as root),
+# compiles the signal-latency helper with gcc, runs every measurement and prints the table;
+# results.json and results.md land in <target>/bench/.
 # --quick: few iterations, small trees, short spans (a smoke run, well under a minute once
 # built). Exits non-zero if any measurement failed to produce a number.
 set -euo pipefail
@@ -15,7 +16,7 @@ for arg in "$@"; do
     case "$arg" in
         --quick) quick=(--quick) ;;
         -h | --help)
-            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -55,6 +56,16 @@ fi
 
 echo "bench: building watchd (release) into $target" >&2
 (cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release --quiet)
+# The static build README's "In a container" recommends, in a target dir of its own (other
+# RUSTFLAGS would otherwise rebuild the dynamic one each time); --target keeps the flag away
+# from build scripts and proc macros, and puts the binary under <dir>/<triple>/release/.
+triple=$(rustc -vV | sed -n 's/^host: //p')
+static_target=$target/static
+echo "bench: building watchd (release, +crt-static, $triple) into $static_target" >&2
+(cd "$repo" && CARGO_TARGET_DIR=$static_target \
+    RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
+    cargo build --release --quiet --target "$triple")
+static_watchd=$static_target/$triple/release/watchd
 mkdir -p "$out"
 gcc -O2 -Wall -Wextra -o "$out/siglat" "$repo/bench/siglat.c"
 
@@ -94,7 +105,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-python3 "$repo/bench/bench.py" --watchd "$target/release/watchd" --siglat "$out/siglat" \
-    --out "$out" --token "$token" "${quick[@]}" &
+python3 "$repo/bench/bench.py" --watchd "$target/release/watchd" \
+    --watchd-static "$static_watchd" --siglat "$out/siglat" --out "$out" --token "$token" "${quick[@]}" &
 bench_pid=$!
 wait "$bench_pid"
