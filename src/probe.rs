@@ -202,7 +202,7 @@ pub struct Prober {
     stats: Vec<Stat>,
     /// Indices into `stats` of the tree members, in breadth-first order.
     members: Vec<usize>,
-    /// Whether this kernel has /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN); learnt
+    /// Whether this kernel has `/proc/<pid>/task/<tid>/children` (CONFIG_PROC_CHILDREN); learnt
     /// on the first scan.
     children_files: Option<bool>,
     /// The tree walk's queue: (pid, threads) of members still to visit.
@@ -308,7 +308,7 @@ impl Prober {
         self.scan_all(exclude);
     }
 
-    /// Breadth-first from root through /proc/<pid>/task/<tid>/children. Returns false when
+    /// Breadth-first from root through `/proc/<pid>/task/<tid>/children`. Returns false when
     /// root's own children file cannot be read (no CONFIG_PROC_CHILDREN).
     fn walk_children(&mut self, exclude: &[i32]) -> bool {
         self.stats.clear();
@@ -386,7 +386,7 @@ impl Prober {
         }
     }
 
-    /// Appends the pids in /proc/<pid>/task/<tid>/children to `kids`; false if unreadable.
+    /// Appends the pids in `/proc/<pid>/task/<tid>/children` to `kids`; false if unreadable.
     fn read_children(&mut self, pid: i32, tid: i32) -> bool {
         self.path.clear();
         self.path.extend_from_slice(b"/proc/");
@@ -532,7 +532,7 @@ fn list_pids(pids: &mut Vec<i32>) {
     list_numeric(b"/proc", pids);
 }
 
-/// Replaces `out` with the numeric entries of the directory `path` (/proc, /proc/<pid>/task).
+/// Replaces `out` with the numeric entries of the directory `path` (`/proc`, `/proc/<pid>/task`).
 fn list_numeric(path: &[u8], out: &mut Vec<i32>) {
     out.clear();
     let Ok(path) = std::ffi::CString::new(path) else { return };
