@@ -182,11 +182,6 @@ impl Policy {
         }
     }
 
-    /// The limits in force (after `0` = off normalisation).
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Feed one sample. `interrupted`: watchd itself was stopped during this window (job control),
     /// so the window proves nothing: no stall accrual, no CPU verdict, just a new baseline.
     ///

@@ -455,10 +455,6 @@ impl Reporter {
         Reporter { level, events, metrics, metrics_warned: false }
     }
 
-    pub fn level(&self) -> Level {
-        self.level
-    }
-
     /// Whether anyone reads the details (`-v` or an events sink): callers on hot paths skip
     /// formatting them otherwise.
     pub fn wants_details(&self) -> bool {

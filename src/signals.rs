@@ -101,11 +101,6 @@ impl Signal {
     pub fn as_raw(self) -> i32 {
         self.0
     }
-
-    /// Whether this is one of the queued real-time signals.
-    pub fn is_realtime(self) -> bool {
-        self.0 >= rtmin()
-    }
 }
 
 impl fmt::Display for Signal {
@@ -192,11 +187,6 @@ impl SigSet {
     pub fn add(&mut self, sig: Signal) {
         // SAFETY: `self.0` is an initialised set and `sig` is a valid signal number.
         unsafe { libc::sigaddset(&mut self.0, sig.0) };
-    }
-
-    pub fn remove(&mut self, sig: Signal) {
-        // SAFETY: as in `add`.
-        unsafe { libc::sigdelset(&mut self.0, sig.0) };
     }
 
     pub fn contains(&self, sig: Signal) -> bool {
@@ -336,7 +326,5 @@ mod tests {
         let rt = Signal(rtmin() + 5);
         set.add(rt);
         assert!(set.contains(rt) && !set.contains(SIGTERM));
-        set.remove(rt);
-        assert!(!set.contains(rt));
     }
 }
