@@ -1343,26 +1343,26 @@ mod tests {
 
     #[test]
     fn the_children_walk_and_the_full_scan_agree() {
-        let group = Group::spawn("sleep 30 & sh -c 'sleep 30 & wait' & (sleep 30 &); wait");
+        let group = Group::spawn("sleep 30 & sh -c 'sleep 30 & wait' & wait");
         let sh = group.pid();
         let mut walk = Prober::new(sh);
         let mut full = Prober::full_scan_only(sh);
-        // sh, its sleep, the inner sh and its sleep; the double-forked sleep left the tree.
-        let members = wait_for("the tree to settle", || {
+        let comm =
+            |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        // Settled: sh's sleep, the inner sh and its sleep, all exec'd (a fork not yet exec'd is
+        // also called sh), and both paths agree.
+        let (members, inner) = wait_for("the tree to settle", || {
             let mut a = walk.members(&[]);
             let mut b = full.members(&[]);
             a.sort_unstable();
             b.sort_unstable();
-            (a.len() == 3 && a == b).then_some(a)
+            let shells: Vec<i32> =
+                a.iter().map(|&(p, _)| p).filter(|&p| comm(p).trim() == "sh").collect();
+            let sleeps = a.iter().filter(|&&(p, _)| comm(p).trim() == "sleep").count();
+            (a.len() == 3 && a == b && shells.len() == 1 && sleeps == 2).then(|| (a, shells[0]))
         });
         assert_eq!(walk.children_files, Some(true), "this kernel has children files");
         assert!(members.iter().all(|&(pid, _)| pid != sh));
-        let inner = members.iter().map(|&(pid, _)| pid).find(|&pid| {
-            ppid_of(pid) == Some(sh) && {
-                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sh")
-            }
-        });
-        let inner = inner.expect("the inner sh");
         // Excluding the inner sh drops its subtree on both paths.
         let (mut a, mut b) = (walk.members(&[inner]), full.members(&[inner]));
         a.sort_unstable();
