@@ -241,28 +241,24 @@ impl Shell {
     /// Waits until `pattern` appears in output not yet consumed, and consumes through it.
     #[track_caller]
     fn expect(&mut self, pattern: &str, why: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(at) = find(&self.transcript[self.seen..], pattern.as_bytes()) {
-                self.seen += at + pattern.len();
-                return;
-            }
-            if Instant::now() >= deadline || self.eof {
-                panic!("no {pattern:?} within {WAIT:?}: {why}\n{}", self.dump());
-            }
-            self.pump(deadline);
-        }
+        self.expect_unless(pattern, None, why);
     }
 
     /// Like `expect`, but fails at once if `bad` shows up first (e.g. the shell's "Stopped"
     /// where output was due).
     #[track_caller]
     fn expect_not_after(&mut self, pattern: &str, bad: &str, why: &str) {
+        self.expect_unless(pattern, Some(bad), why);
+    }
+
+    #[track_caller]
+    fn expect_unless(&mut self, pattern: &str, bad: Option<&str>, why: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
             let pending = &self.transcript[self.seen..];
             let good = find(pending, pattern.as_bytes());
-            if let Some(at) = find(pending, bad.as_bytes())
+            if let Some(bad) = bad
+                && let Some(at) = find(pending, bad.as_bytes())
                 && good.is_none_or(|g| at < g)
             {
                 panic!("{bad:?} instead of {pattern:?}: {why}\n{}", self.dump());
