@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 
-use crate::config::{parse_cores, parse_duration, parse_fraction, parse_size};
 use crate::signals::{self, Signal};
+use crate::units::{parse_cores, parse_duration, parse_fraction, parse_size};
 
 const LIMITS: &str = "Limits";
 const DRAIN: &str = "Drain and kill";

@@ -6,11 +6,13 @@ pub mod config;
 pub mod exit;
 pub mod policy;
 pub mod probe;
+pub mod reason;
 pub mod report;
 pub mod signals;
 pub mod spawn;
 pub mod supervise;
 pub mod tree;
+pub mod units;
 
 use clap::Parser;
 use clap::error::ErrorKind;

@@ -14,11 +14,11 @@
 //!   verdict, but growth seen across it still is evidence of life: it can only delay a stop.
 //! - `Some(0)` limits are treated as off, as the contract says `0` disables a limit.
 
-use std::fmt;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::probe::Sample;
+pub use crate::reason::Reason;
+use crate::units::{human_bytes, human_duration};
 
 /// Default `--cpu-soft`: fraction of `--cpu-limit` that must be held for `--cpu-soft-for` probes.
 pub const DEFAULT_CPU_SOFT: f64 = 0.85;
@@ -26,50 +26,6 @@ pub const DEFAULT_CPU_SOFT: f64 = 0.85;
 pub const DEFAULT_CPU_SOFT_FOR: u32 = 3;
 /// Default `--cpu-hard`: fraction of `--cpu-limit` that fires in a single probe window.
 pub const DEFAULT_CPU_HARD: f64 = 0.95;
-
-/// Why watchd decided to stop the tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    Stall,
-    Timeout,
-    CpuSoft,
-    CpuHard,
-    Rss,
-}
-
-impl Reason {
-    /// Every reason, for callers that pre-declare one series per reason
-    /// (`watchd_stops_total{reason}`).
-    pub const ALL: [Reason; 5] =
-        [Reason::Stall, Reason::Timeout, Reason::CpuSoft, Reason::CpuHard, Reason::Rss];
-
-    /// The fixed name used on stderr, in `trigger` events and in metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Stall => "stall",
-            Reason::Timeout => "timeout",
-            Reason::CpuSoft => "cpu-soft",
-            Reason::CpuHard => "cpu-hard",
-            Reason::Rss => "rss",
-        }
-    }
-
-    fn bit(self) -> u8 {
-        match self {
-            Reason::Stall => 1,
-            Reason::Timeout => 2,
-            Reason::CpuSoft => 4,
-            Reason::CpuHard => 8,
-            Reason::Rss => 16,
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A verdict: the reason and one phrase of evidence for the stderr line
 /// `watchd: <reason>: <detail>; sending SIGTERM, ...`.
@@ -165,7 +121,7 @@ pub struct Policy {
     soft_run: u32,
     soft_low: f64,
     /// Bit set of reasons already returned by `observe`.
-    fired: u8,
+    fired: u16,
 }
 
 impl Policy {
@@ -313,11 +269,11 @@ impl Policy {
     }
 
     fn has_fired(&self, r: Reason) -> bool {
-        self.fired & r.bit() != 0
+        self.fired & (1 << r.index()) != 0
     }
 
     fn fire(&mut self, reason: Reason, detail: String) -> Trigger {
-        self.fired |= reason.bit();
+        self.fired |= 1 << reason.index();
         Trigger { reason, detail }
     }
 
@@ -364,61 +320,6 @@ fn cores_amount(c: f64) -> String {
 
 fn processes(n: u32) -> String {
     if n == 1 { "1 process".to_owned() } else { format!("{n} processes") }
-}
-
-/// Bytes for humans, powers of 1024: "900 B", "512 KiB", "1.2 GiB", "12.5 MiB".
-/// One decimal below 100 units, none from 100 up (three significant digits are plenty).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    // Round before choosing the unit, so 1023.9 KiB reads "1.0 MiB", not "1024 KiB".
-    if value.round() >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let tenths = (value * 10.0).round();
-    if tenths >= 1000.0 {
-        format!("{:.0} {}", value.round(), UNITS[unit])
-    } else {
-        format!("{:.1} {}", tenths / 10.0, UNITS[unit])
-    }
-}
-
-/// Durations for humans, in the units the flags accept: "250ms", "1.5s", "30s", "2m30s", "1h5m".
-/// Milliseconds below a second, one trimmed decimal below a minute, whole seconds above.
-pub fn human_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_owned();
-    }
-    let nanos = d.as_nanos();
-    let ms = (nanos + 500_000) / 1_000_000;
-    if ms < 1000 {
-        // A nonzero duration never reads "0ms".
-        return format!("{}ms", ms.max(1));
-    }
-    let tenths = (nanos + 50_000_000) / 100_000_000;
-    if tenths < 600 {
-        let (s, t) = (tenths / 10, tenths % 10);
-        return if t == 0 { format!("{s}s") } else { format!("{s}.{t}s") };
-    }
-    let secs = (nanos + 500_000_000) / 1_000_000_000;
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
-        if n > 0 {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{n}{unit}");
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -958,55 +859,5 @@ mod tests {
         let mut p = Policy::new(stall_limits(30.0));
         let t = (0..=5).find_map(|i| p.observe(&at(i as f64 * 7.0, 0, 0), false)).expect("stalls");
         assert_eq!(t.detail, "no CPU or I/O progress for 35s (3 processes)");
-    }
-
-    #[test]
-    fn reason_names_are_fixed() {
-        let names: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names, ["stall", "timeout", "cpu-soft", "cpu-hard", "rss"]);
-        assert_eq!(Reason::CpuHard.to_string(), "cpu-hard");
-    }
-
-    #[test]
-    fn human_bytes_examples() {
-        let cases = [
-            (0, "0 B"),
-            (900, "900 B"),
-            (1023, "1023 B"),
-            (1024, "1.0 KiB"),
-            (1536, "1.5 KiB"),
-            (512 * 1024, "512 KiB"),
-            (99 * 1024 + 1000, "100 KiB"),
-            (12 * 1024 * 1024 + 512 * 1024, "12.5 MiB"),
-            (1024 * 1024 - 1, "1.0 MiB"),
-            (GIB, "1.0 GiB"),
-            (GIB * 6 / 5, "1.2 GiB"),
-            (3 << 40, "3.0 TiB"),
-            (u64::MAX, "16.0 EiB"),
-        ];
-        for (n, want) in cases {
-            assert_eq!(human_bytes(n), want, "{n}");
-        }
-    }
-
-    #[test]
-    fn human_duration_examples() {
-        let cases = [
-            (Duration::ZERO, "0s"),
-            (Duration::from_micros(10), "1ms"),
-            (Duration::from_millis(250), "250ms"),
-            (Duration::from_micros(999_600), "1s"),
-            (Duration::from_millis(1500), "1.5s"),
-            (Duration::from_secs(30), "30s"),
-            (Duration::from_millis(30_004), "30s"),
-            (Duration::from_millis(59_960), "1m"),
-            (Duration::from_secs(150), "2m30s"),
-            (Duration::from_secs(3600), "1h"),
-            (Duration::from_secs(3900), "1h5m"),
-            (Duration::from_secs(3605), "1h5s"),
-        ];
-        for (d, want) in cases {
-            assert_eq!(human_duration(d), want, "{d:?}");
-        }
     }
 }

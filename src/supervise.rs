@@ -107,7 +107,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         max_rss: config.max_rss,
         clk_tck: prober.clk_tck(),
     };
-    let oom_before = exit::OomCounters::read();
+    let oom_before = crate::probe::OomCounters::read();
     let started = Instant::now();
     let options = spawn::Options { inherited, foreground, pdeathsig: config.pdeathsig };
     let main_pid = match spawn::spawn(&config.command, &options) {
@@ -189,7 +189,7 @@ struct Supervisor {
     sent_to_main: SigSet,
     stop_cmd_pid: Option<i32>,
     /// The OOM killer's counters before the command started.
-    oom_before: exit::OomCounters,
+    oom_before: crate::probe::OomCounters,
     prober: Prober,
     sampler: Sampler,
     policy: Policy,
@@ -576,7 +576,7 @@ impl Supervisor {
         }
         let grace = self.config.grace;
         let kill = self.config.kill_signal;
-        let grace_text = crate::policy::human_duration(grace);
+        let grace_text = crate::units::human_duration(grace);
         let how = match &self.config.stop_cmd {
             Some(_) => "--stop-cmd".to_string(),
             None => self.config.stop_signal.to_string(),
@@ -646,7 +646,7 @@ impl Supervisor {
         if n > 0 && self.stopped.is_none() {
             self.reporter.warn(format!(
                 "{n} processes left by the child outlived the {} grace; sent {name}",
-                crate::policy::human_duration(self.config.grace)
+                crate::units::human_duration(self.config.grace)
             ));
         }
         let final_at = (sig != SIGKILL).then(|| now + self.config.grace);
@@ -674,12 +674,12 @@ impl Supervisor {
         let reason = self.stopped.as_ref().map(|s| s.reason.as_str());
         if let Some(stopped) = &self.stopped {
             let after =
-                crate::policy::human_duration(ended_at.saturating_duration_since(stopped.at));
+                crate::units::human_duration(ended_at.saturating_duration_since(stopped.at));
             let how = match end {
                 ChildEnd::Killed(sig) if sig == self.config.kill_signal || sig == SIGKILL => {
                     format!(
                         "child killed by {sig} at the end of the {} grace",
-                        crate::policy::human_duration(self.config.grace)
+                        crate::units::human_duration(self.config.grace)
                     )
                 }
                 _ => format!("child {end} {after} after {}", stopped.how),
@@ -690,7 +690,7 @@ impl Supervisor {
             // is watchd; any other surprise death is explained.
             if !self.sent_to_main.contains(sig) && sig != signals::SIGINT && sig != SIGPIPE {
                 let oom = (sig == SIGKILL)
-                    .then(|| exit::OomCounters::read().rise_since(&self.oom_before))
+                    .then(|| crate::probe::OomCounters::read().rise_since(&self.oom_before))
                     .flatten();
                 let last = self.last_sample.as_ref().map(|s| exit::LastSeen {
                     rss_bytes: s.rss_bytes,
@@ -703,8 +703,7 @@ impl Supervisor {
                 diagnosis = Some(text);
             }
         }
-        self.reporter
-            .info(format!("child {end} after {}", crate::policy::human_duration(duration)));
+        self.reporter.info(format!("child {end} after {}", crate::units::human_duration(duration)));
         let (code, signal) = match end {
             ChildEnd::Exited(code) => (Some(i32::from(code)), None),
             ChildEnd::Killed(sig) => (None, Some(sig.to_string())),
