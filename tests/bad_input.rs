@@ -539,12 +539,12 @@ proptest! {
         "[-+]?[0-9]{0,400}(\\.[0-9]{0,40})?[a-zA-Z]{0,4}",
         "(SIG)?RTM(IN|AX)[+-][0-9]{0,30}",
     ]) {
-        let _ = watchd::config::parse_duration(&s);
-        let _ = watchd::config::parse_size(&s);
-        if let Ok(x) = watchd::config::parse_cores(&s) {
+        let _ = watchd::units::parse_duration(&s);
+        let _ = watchd::units::parse_size(&s);
+        if let Ok(x) = watchd::units::parse_cores(&s) {
             prop_assert!(x.is_finite() && (0.0..=1_000_000.0).contains(&x), "{s:?} -> {x}");
         }
-        if let Ok(x) = watchd::config::parse_fraction(&s) {
+        if let Ok(x) = watchd::units::parse_fraction(&s) {
             prop_assert!(x > 0.0 && x <= 1.0, "{s:?} -> {x}");
         }
         if let Ok(sig) = watchd::signals::parse(&s) {
@@ -556,7 +556,7 @@ proptest! {
     /// Bare seconds, humantime and sizes agree with arithmetic where both are defined.
     #[test]
     fn duration_and_size_units_agree(n in 0u64..1_000_000_000) {
-        use watchd::config::{parse_duration, parse_size};
+        use watchd::units::{parse_duration, parse_size};
         prop_assert_eq!(parse_duration(&n.to_string()), Ok(Duration::from_secs(n)));
         prop_assert_eq!(parse_duration(&format!("{n}s")), Ok(Duration::from_secs(n)));
         prop_assert_eq!(parse_duration(&format!("{n}ms")), Ok(Duration::from_millis(n)));
