@@ -5,8 +5,8 @@ complete -c watchd -l evidence -d 'What counts as evidence of life: cpu, io, or 
 io\t''"
 complete -c watchd -l min-cpu -d 'CPU growth slower than CORES over a probe window is not evidence of life' -r
 complete -c watchd -l cpu-limit -d 'Stop the command when its tree uses too much of CORES (see --cpu-soft, --cpu-hard)' -r
-complete -c watchd -l cpu-soft -d 'Fraction of --cpu-limit that fires cpu-soft when held for --cpu-soft-for probes' -r
-complete -c watchd -l cpu-soft-for -d 'Consecutive probe windows at --cpu-soft that fire cpu-soft' -r
+complete -c watchd -l cpu-soft -d 'Fraction of --cpu-limit that fires cpu-soft when held for --cpu-soft-for' -r
+complete -c watchd -l cpu-soft-for -d 'How long the tree must stay at --cpu-soft to fire cpu-soft (at least one probe window)' -r
 complete -c watchd -l cpu-hard -d 'Fraction of --cpu-limit that fires cpu-hard in a single probe window' -r
 complete -c watchd -l max-rss -d 'Stop the command when its tree\'s resident memory exceeds SIZE (512M, 2G, 1.5GiB)' -r
 complete -c watchd -l stop-signal -d 'Signal that starts a drain' -r

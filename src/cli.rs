@@ -53,13 +53,13 @@ pub struct Cli {
     #[arg(long, allow_hyphen_values = true, value_name = "CORES", env = "WATCHD_CPU_LIMIT", value_parser = parse_cores, help_heading = LIMITS)]
     pub cpu_limit: Option<f64>,
 
-    /// Fraction of --cpu-limit that fires cpu-soft when held for --cpu-soft-for probes
+    /// Fraction of --cpu-limit that fires cpu-soft when held for --cpu-soft-for
     #[arg(long, allow_hyphen_values = true, value_name = "FRACTION", env = "WATCHD_CPU_SOFT", default_value = "0.85", value_parser = parse_fraction, help_heading = LIMITS)]
     pub cpu_soft: f64,
 
-    /// Consecutive probe windows at --cpu-soft that fire cpu-soft
-    #[arg(long, allow_hyphen_values = true, value_name = "PROBES", env = "WATCHD_CPU_SOFT_FOR", default_value = "3", value_parser = clap::value_parser!(u32).range(1..), help_heading = LIMITS)]
-    pub cpu_soft_for: u32,
+    /// How long the tree must stay at --cpu-soft to fire cpu-soft (at least one probe window)
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_CPU_SOFT_FOR", default_value = "15s", value_parser = parse_duration, help_heading = LIMITS)]
+    pub cpu_soft_for: Duration,
 
     /// Fraction of --cpu-limit that fires cpu-hard in a single probe window
     #[arg(long, allow_hyphen_values = true, value_name = "FRACTION", env = "WATCHD_CPU_HARD", default_value = "0.95", value_parser = parse_fraction, help_heading = LIMITS)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use crate::cli::{Cli, Evidence, ForwardTo, StopScope};
+use crate::policy::Limits;
 use crate::report::Level;
 use crate::signals::Signal;
 use crate::units::FOREVER;
@@ -24,7 +25,8 @@ pub struct Config {
     pub min_cpu: Option<f64>,
     pub cpu_limit: Option<f64>,
     pub cpu_soft: f64,
-    pub cpu_soft_for: u32,
+    /// `--cpu-soft-for` in probe windows: ⌈DURATION / interval⌉, at least one.
+    pub cpu_soft_windows: u32,
     pub cpu_hard: f64,
     pub max_rss: Option<u64>,
     pub stop_signal: Signal,
@@ -68,17 +70,18 @@ impl Config {
                 bail!("invalid value '' for '{name}': the path is empty");
             }
         }
+        let interval = cli.interval.min(FOREVER);
         Ok(Config {
             command: cli.command,
             stall: cli.stall.and_then(nonzero),
             timeout: cli.timeout.and_then(nonzero),
-            interval: cli.interval.min(FOREVER),
+            interval,
             evidence_cpu: cli.evidence.contains(&Evidence::Cpu),
             evidence_io: cli.evidence.contains(&Evidence::Io),
             min_cpu: cli.min_cpu.and_then(positive),
             cpu_limit: cli.cpu_limit.and_then(positive),
             cpu_soft: cli.cpu_soft,
-            cpu_soft_for: cli.cpu_soft_for,
+            cpu_soft_windows: windows(cli.cpu_soft_for, interval),
             cpu_hard: cli.cpu_hard,
             max_rss: cli.max_rss.filter(|&n| n > 0),
             stop_signal: cli.stop_signal,
@@ -99,5 +102,66 @@ impl Config {
                 _ => Level::Normal,
             },
         })
+    }
+}
+
+impl Config {
+    /// What the policy judges, with the probe's clock-tick rate.
+    pub fn limits(&self, clk_tck: u64) -> Limits {
+        Limits {
+            stall: self.stall,
+            evidence_cpu: self.evidence_cpu,
+            evidence_io: self.evidence_io,
+            min_cpu: self.min_cpu,
+            timeout: self.timeout,
+            cpu_limit: self.cpu_limit,
+            cpu_soft: self.cpu_soft,
+            cpu_soft_windows: self.cpu_soft_windows,
+            cpu_hard: self.cpu_hard,
+            max_rss: self.max_rss,
+            clk_tck,
+        }
+    }
+}
+
+/// How many whole probe windows cover `span`: ⌈span / interval⌉, at least one.
+fn windows(span: std::time::Duration, interval: std::time::Duration) -> u32 {
+    let n = span.as_nanos().div_ceil(interval.as_nanos().max(1));
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Config {
+        let argv = ["watchd"].iter().chain(args).chain(&["true"]);
+        Config::from_cli(Cli::try_parse_from(argv).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn zero_turns_limits_off() {
+        let c = config(&["--stall", "0", "--timeout", "0", "--cpu-limit", "0", "--max-rss", "0"]);
+        assert_eq!((c.stall, c.timeout, c.cpu_limit, c.max_rss), (None, None, None, None));
+        let c = config(&["--min-cpu", "0"]);
+        assert_eq!(c.min_cpu, None);
+        let l = config(&["--stall", "30s", "--max-rss", "1G"]).limits(100);
+        assert_eq!(
+            (l.stall, l.max_rss, l.clk_tck),
+            (Some(Duration::from_secs(30)), Some(1 << 30), 100)
+        );
+    }
+
+    #[test]
+    fn cpu_soft_for_is_whole_probe_windows_and_at_least_one() {
+        let w = |args: &[&str]| config(args).cpu_soft_windows;
+        assert_eq!(w(&[]), 3, "15s at 5s");
+        assert_eq!(w(&["--cpu-soft-for", "15s", "--interval", "4s"]), 4, "rounded up");
+        assert_eq!(w(&["--cpu-soft-for", "1s", "--interval", "250ms"]), 4);
+        assert_eq!(w(&["--cpu-soft-for", "0"]), 1);
+        assert_eq!(w(&["--cpu-soft-for", "1ms"]), 1);
+        assert_eq!(w(&["--cpu-soft-for", "2"]), 1, "a bare number is seconds");
+        assert_eq!(w(&["--cpu-soft-for", "100y", "--interval", "1ms"]), u32::MAX);
     }
 }

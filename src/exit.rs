@@ -1,9 +1,9 @@
-//! How watchd ends: the child's end mapped to watchd's own exit status in one table, the
-//! re-raise of a fatal signal, and the text that says how the child ended.
+//! How watchd ends: every ending (the child's end, an exec failure, watchd's own failure) mapped
+//! to watchd's exit status in one table, and the text that says how the child ended.
 
 use std::fmt;
 
-use crate::signals::{SigSet, Signal};
+use crate::signals::Signal;
 
 /// watchd failed: usage error, bad value, internal error.
 pub const FAILURE: u8 = 125;
@@ -49,15 +49,29 @@ pub enum Outcome {
     Reraise(Signal),
 }
 
-/// The one place the child's end becomes watchd's exit status.
-pub fn outcome(
-    end: ChildEnd,
-    stopped_by_watchd: bool,
-    exit_code_on_stop: Option<u8>,
-    pid1: bool,
-) -> Outcome {
+/// How watchd's run ended, as far as its own exit status is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The child ended; `stopped`: watchd stopped it (a trigger fired).
+    Child { end: ChildEnd, stopped: bool },
+    /// COMMAND was not found.
+    NotFound,
+    /// COMMAND was found but could not be executed.
+    NotExecutable,
+    /// watchd itself failed: usage error, bad value, internal error.
+    Failed,
+}
+
+/// The one place an ending becomes watchd's exit status.
+pub fn outcome(ending: Ending, exit_code_on_stop: Option<u8>, pid1: bool) -> Outcome {
+    let (end, stopped) = match ending {
+        Ending::Child { end, stopped } => (end, stopped),
+        Ending::NotFound => return Outcome::Code(NOT_FOUND),
+        Ending::NotExecutable => return Outcome::Code(NOT_EXECUTABLE),
+        Ending::Failed => return Outcome::Code(FAILURE),
+    };
     match (end, exit_code_on_stop) {
-        (_, Some(code)) if stopped_by_watchd => Outcome::Code(code),
+        (_, Some(code)) if stopped => Outcome::Code(code),
         (ChildEnd::Exited(code), _) => Outcome::Code(code),
         // A PID 1 cannot be killed by its own signals: report the shell convention instead.
         (ChildEnd::Killed(sig), _) if pid1 => Outcome::Code(shell_code(sig)),
@@ -68,29 +82,6 @@ pub fn outcome(
 /// 128+N, the status a shell reports for death by signal N.
 pub fn shell_code(sig: Signal) -> u8 {
     (128 + sig.as_raw()).min(255) as u8
-}
-
-/// Dies of `sig` with core dumps off; exits 128+N if the signal does not kill.
-pub fn reraise(sig: Signal) -> ! {
-    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: libc::RLIM_INFINITY };
-    let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit read and write the structs passed; lowering only the soft
-    // limit is always allowed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_CORE, &mut current) == 0 {
-            libc::setrlimit(
-                libc::RLIMIT_CORE,
-                &libc::rlimit { rlim_max: current.rlim_max, ..no_core },
-            );
-        }
-    }
-    crate::signals::set_default(sig);
-    let mut only = SigSet::empty();
-    only.add(sig);
-    // SAFETY: kill on our own pid; the signal is pending once this returns.
-    unsafe { libc::kill(libc::getpid(), sig.as_raw()) };
-    only.unblock();
-    std::process::exit(i32::from(shell_code(sig)))
 }
 
 /// What watchd last saw of the tree, for the diagnosis of a death it did not cause.
@@ -151,7 +142,7 @@ mod tests {
         ];
         for ((end, stopped, on_stop, pid1), want) in table {
             assert_eq!(
-                outcome(end, stopped, on_stop, pid1),
+                outcome(Ending::Child { end, stopped }, on_stop, pid1),
                 want,
                 "{end:?} {stopped} {on_stop:?} {pid1}"
             );
@@ -161,7 +152,19 @@ mod tests {
     #[test]
     fn every_exit_code_is_mirrored() {
         for code in 0..=255u8 {
-            assert_eq!(outcome(ChildEnd::Exited(code), false, None, false), Outcome::Code(code));
+            let ending = Ending::Child { end: ChildEnd::Exited(code), stopped: false };
+            assert_eq!(outcome(ending, None, false), Outcome::Code(code));
+        }
+    }
+
+    #[test]
+    fn watchds_own_endings_ignore_the_options() {
+        for (ending, code) in
+            [(Ending::NotFound, 127), (Ending::NotExecutable, 126), (Ending::Failed, 125)]
+        {
+            for (on_stop, pid1) in [(None, false), (Some(124), true)] {
+                assert_eq!(outcome(ending, on_stop, pid1), Outcome::Code(code), "{ending:?}");
+            }
         }
     }
 

@@ -3,52 +3,68 @@
 
 pub mod cli;
 pub mod config;
+pub mod driver;
 pub mod exit;
+pub mod machine;
 pub mod policy;
 pub mod probe;
 pub mod reason;
 pub mod report;
 pub mod signals;
 pub mod spawn;
-pub mod supervise;
+pub mod sys;
+#[cfg(test)]
+mod testutil;
 pub mod tree;
 pub mod units;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::exit::Outcome;
-use crate::signals::{SIGPIPE, SigSet};
+use crate::exit::{Ending, Outcome};
+use crate::signals::SIGPIPE;
 use crate::spawn::Inherited;
+use crate::sys::SigSet;
 
 /// Parses, runs, and maps every failure to exit status 125 with one `watchd: ` line.
 pub fn entry() -> i32 {
     // Before anything else touches them: the command must get exactly this signal state.
     let inherited = Inherited {
         mask: SigSet::current_mask(),
-        sigchld_ignored: signals::is_ignored(signals::SIGCHLD),
+        sigchld_ignored: sys::is_ignored(signals::SIGCHLD),
     };
     // A closed stderr pipe must give EPIPE, not kill watchd (the disposition, which the child
     // inherits, is left alone).
     let mut pipe = SigSet::empty();
     pipe.add(SIGPIPE);
     pipe.block();
-    reserve_standard_fds();
+    sys::reserve_standard_fds();
 
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage(err),
     };
-    let outcome =
-        config::Config::from_cli(cli).and_then(|config| supervise::run(config, inherited));
+    let outcome = config::Config::from_cli(cli).and_then(|config| driver::run(config, inherited));
     match outcome {
-        Ok(Outcome::Code(code)) => i32::from(code),
-        Ok(Outcome::Reraise(sig)) => exit::reraise(sig),
+        Ok(outcome) => finish(outcome),
         Err(err) => {
             report::usage_error(format!("{err:#}"));
-            i32::from(exit::FAILURE)
+            failure()
         }
     }
+}
+
+/// Leaves with the status `outcome` says, or dies of its signal.
+fn finish(outcome: Outcome) -> i32 {
+    match outcome {
+        Outcome::Code(code) => i32::from(code),
+        Outcome::Reraise(sig) => sys::reraise(sig),
+    }
+}
+
+/// watchd's own failure (usage error, bad value): 125.
+fn failure() -> i32 {
+    finish(exit::outcome(Ending::Failed, None, false))
 }
 
 /// Help and version go to stdout with status 0; anything else is one line and 125.
@@ -60,15 +76,15 @@ fn usage(err: clap::Error) -> i32 {
         }
         ErrorKind::MissingRequiredArgument if !std::env::args_os().skip(1).any(|a| a != "--") => {
             report::usage_error("missing COMMAND (usage: watchd [OPTIONS] [--] COMMAND [ARG]...)");
-            i32::from(exit::FAILURE)
+            failure()
         }
         ErrorKind::InvalidUtf8 => {
             report::usage_error(format!("{} (see watchd --help)", not_utf8_message()));
-            i32::from(exit::FAILURE)
+            failure()
         }
         _ => {
             report::usage_error(format!("{} (see watchd --help)", clap_message(&err.to_string())));
-            i32::from(exit::FAILURE)
+            failure()
         }
     }
 }
@@ -120,24 +136,6 @@ fn not_utf8_message() -> String {
         }
     }
     "invalid UTF-8 in the arguments".to_string()
-}
-
-/// If watchd was started with fd 0, 1 or 2 closed, park /dev/null there (close-on-exec) so
-/// files watchd opens never land on a standard descriptor, while the child still sees the
-/// descriptor closed, as it was given.
-fn reserve_standard_fds() {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only queries; open/dup3 create descriptors we deliberately keep.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) == -1 {
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-                if null >= 0 && null != fd {
-                    libc::dup3(null, fd, libc::O_CLOEXEC);
-                    libc::close(null);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,20 +12,13 @@
 //!   sample stays the baseline, so no counter growth is lost, it is just measured later.
 //! - An interrupted window (watchd itself was stopped) accrues no stall time and gives no CPU
 //!   verdict, but growth seen across it still is evidence of life: it can only delay a stop.
-//! - `Some(0)` limits are treated as off, as the contract says `0` disables a limit.
+//! - Limits arrive validated (`config`): `None` is off, and no `Some` is zero.
 
 use std::time::Duration;
 
 use crate::probe::Sample;
 pub use crate::reason::Reason;
 use crate::units::{human_bytes, human_duration};
-
-/// Default `--cpu-soft`: fraction of `--cpu-limit` that must be held for `--cpu-soft-for` probes.
-pub const DEFAULT_CPU_SOFT: f64 = 0.85;
-/// Default `--cpu-soft-for`, in probe windows.
-pub const DEFAULT_CPU_SOFT_FOR: u32 = 3;
-/// Default `--cpu-hard`: fraction of `--cpu-limit` that fires in a single probe window.
-pub const DEFAULT_CPU_HARD: f64 = 0.95;
 
 /// A verdict: the reason and one phrase of evidence for the stderr line
 /// `watchd: <reason>: <detail>; sending SIGTERM, ...`.
@@ -47,7 +40,8 @@ pub struct Limits {
     /// Cores.
     pub cpu_limit: Option<f64>,
     pub cpu_soft: f64,
-    pub cpu_soft_for: u32,
+    /// Consecutive probe windows at `cpu_soft` that fire `cpu-soft` (at least one).
+    pub cpu_soft_windows: u32,
     pub cpu_hard: f64,
     pub max_rss: Option<u64>,
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `Sample::cpu_ticks`.
@@ -55,7 +49,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Every limit off, evidence `cpu,io`, the contract's CPU defaults.
+    /// Every limit off, evidence `cpu,io`, the contract's CPU defaults (at a 5s interval).
+    #[cfg(test)]
     pub fn none(clk_tck: u64) -> Limits {
         Limits {
             stall: None,
@@ -64,25 +59,12 @@ impl Limits {
             min_cpu: None,
             timeout: None,
             cpu_limit: None,
-            cpu_soft: DEFAULT_CPU_SOFT,
-            cpu_soft_for: DEFAULT_CPU_SOFT_FOR,
-            cpu_hard: DEFAULT_CPU_HARD,
+            cpu_soft: 0.85,
+            cpu_soft_windows: 3,
+            cpu_hard: 0.95,
             max_rss: None,
             clk_tck,
         }
-    }
-
-    /// `0` disables a limit (SPEC "Values"); a NaN or negative rate would make every comparison
-    /// false or true, so it is off too. A soft window of 0 probes means "one probe".
-    fn normalized(mut self) -> Limits {
-        let positive = |x: f64| x.is_finite() && x > 0.0;
-        self.stall = self.stall.filter(|d| !d.is_zero());
-        self.timeout = self.timeout.filter(|d| !d.is_zero());
-        self.max_rss = self.max_rss.filter(|&n| n > 0);
-        self.cpu_limit = self.cpu_limit.filter(|&c| positive(c));
-        self.min_cpu = self.min_cpu.filter(|&c| positive(c));
-        self.cpu_soft_for = self.cpu_soft_for.max(1);
-        self
     }
 }
 
@@ -127,7 +109,7 @@ pub struct Policy {
 impl Policy {
     pub fn new(limits: Limits) -> Policy {
         Policy {
-            limits: limits.normalized(),
+            limits,
             baseline: None,
             deferred_new_procs: 0,
             stall_clock: Duration::ZERO,
@@ -155,7 +137,7 @@ impl Policy {
         }
 
         if let (Some(limit), Some(cores)) = (l.cpu_limit, window_cores) {
-            let (hard, soft, soft_for) = (l.cpu_hard, l.cpu_soft, l.cpu_soft_for);
+            let (hard, soft, soft_for) = (l.cpu_hard, l.cpu_soft, l.cpu_soft_windows);
             if reaches(cores, soft * limit) {
                 self.soft_low = if self.soft_run == 0 { cores } else { self.soft_low.min(cores) };
                 self.soft_run = self.soft_run.saturating_add(1);
@@ -800,31 +782,8 @@ mod tests {
             (None, None, None, None, None)
         );
         assert!(l.evidence_cpu && l.evidence_io);
-        assert_eq!((l.cpu_soft, l.cpu_soft_for, l.cpu_hard), (0.85, 3, 0.95));
+        assert_eq!((l.cpu_soft, l.cpu_soft_windows, l.cpu_hard), (0.85, 3, 0.95));
         assert_eq!(l.clk_tck, 250);
-    }
-
-    #[test]
-    fn zero_limits_are_off() {
-        let mut p = Policy::new(Limits {
-            stall: Some(Duration::ZERO),
-            timeout: Some(Duration::ZERO),
-            cpu_limit: Some(0.0),
-            max_rss: Some(0),
-            ..Limits::none(HZ)
-        });
-        let s = |t: f64| Sample { rss_bytes: GIB, ..at(t, (t * 400.0) as u64, 0) };
-        let got = reasons(&mut p, (0..5).map(|i| s(i as f64)));
-        assert!(got.iter().all(Option::is_none), "{got:?}");
-        assert_eq!(p.check_timeout(secs(100.0)), None);
-        assert_eq!(p.timeout_at(), None);
-    }
-
-    #[test]
-    fn zero_soft_window_means_one_probe() {
-        let mut p = Policy::new(Limits { cpu_soft_for: 0, ..cpu_limits(1.0) });
-        let got = reasons(&mut p, [at(0.0, 0, 0), at(1.0, 90, 0)]);
-        assert_eq!(got, [None, Some(Reason::CpuSoft)]);
     }
 
     // ---- details ----

@@ -1,9 +1,7 @@
 //! Signals as values: parsing (`TERM`, `SIGTERM`, `term`, `15`, `RTMIN+3`), display, the set
-//! watchd forwards, and a small safe wrapper over `sigset_t` that, unlike nix's, holds
-//! real-time signals too.
+//! watchd forwards, and a set type for decisions. (The kernel's `sigset_t` lives in `sys`.)
 
 use std::fmt;
-use std::mem::MaybeUninit;
 
 /// A signal number, standard or real-time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,6 +72,7 @@ pub const SIGHUP: Signal = Signal(libc::SIGHUP);
 pub const SIGINT: Signal = Signal(libc::SIGINT);
 pub const SIGKILL: Signal = Signal(libc::SIGKILL);
 pub const SIGTERM: Signal = Signal(libc::SIGTERM);
+pub const SIGUSR1: Signal = Signal(libc::SIGUSR1);
 pub const SIGCHLD: Signal = Signal(libc::SIGCHLD);
 pub const SIGCONT: Signal = Signal(libc::SIGCONT);
 pub const SIGSTOP: Signal = Signal(libc::SIGSTOP);
@@ -170,85 +169,18 @@ pub fn forwarded() -> impl Iterator<Item = Signal> {
     FORWARDED.iter().copied().chain(rtmin()..=rtmax()).map(Signal)
 }
 
-/// A set of signals, real-time ones included.
-#[derive(Clone, Copy)]
-pub struct SigSet(libc::sigset_t);
+/// A set of signals as plain data (signal numbers are below 65), for decisions: which signals
+/// watchd delivered to the child, which were ignored when it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalSet(u64);
 
-impl SigSet {
-    pub fn empty() -> SigSet {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigemptyset initialises the whole set it is given.
-        unsafe {
-            libc::sigemptyset(set.as_mut_ptr());
-            SigSet(set.assume_init())
-        }
-    }
-
+impl SignalSet {
     pub fn add(&mut self, sig: Signal) {
-        // SAFETY: `self.0` is an initialised set and `sig` is a valid signal number.
-        unsafe { libc::sigaddset(&mut self.0, sig.0) };
+        self.0 |= 1 << (sig.0 - 1);
     }
 
     pub fn contains(&self, sig: Signal) -> bool {
-        // SAFETY: as in `add`; sigismember only reads.
-        unsafe { libc::sigismember(&self.0, sig.0) == 1 }
-    }
-
-    pub fn as_ptr(&self) -> *const libc::sigset_t {
-        &self.0
-    }
-
-    /// The calling thread's current signal mask.
-    pub fn current_mask() -> SigSet {
-        let mut set = SigSet::empty();
-        // SAFETY: a null new set only reads the mask into `set`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut set.0) };
-        set
-    }
-
-    /// Replaces the calling thread's mask. Async-signal-safe: used between fork and exec.
-    pub fn set_mask(&self) {
-        // SAFETY: `self.0` is an initialised set; the old mask is not wanted.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
-    }
-
-    pub fn block(&self) {
-        // SAFETY: as in `set_mask`.
-        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) };
-    }
-
-    pub fn unblock(&self) {
-        // SAFETY: as in `set_mask`.
-        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
-    }
-}
-
-/// Whether `sig` is ignored (SIG_IGN) in this process right now.
-pub fn is_ignored(sig: Signal) -> bool {
-    let mut old = MaybeUninit::<libc::sigaction>::uninit();
-    // SAFETY: a null new action only reads the current one into `old`.
-    let rc = unsafe { libc::sigaction(sig.0, std::ptr::null(), old.as_mut_ptr()) };
-    // SAFETY: sigaction filled `old` when it returned 0.
-    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
-}
-
-/// Sets `sig` to its default action. Async-signal-safe.
-pub fn set_default(sig: Signal) {
-    set_handler(sig, libc::SIG_DFL);
-}
-
-/// Sets `sig` to be ignored. Async-signal-safe: used between fork and exec.
-pub fn set_ignored(sig: Signal) {
-    set_handler(sig, libc::SIG_IGN);
-}
-
-fn set_handler(sig: Signal, handler: libc::sighandler_t) {
-    // SAFETY: an all-zero sigaction is valid (empty mask, no flags); only SIG_DFL or SIG_IGN is
-    // ever installed, never a function, so no handler can run in an unexpected state.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = handler;
-        libc::sigaction(sig.0, &action, std::ptr::null_mut());
+        self.0 & (1 << (sig.0 - 1)) != 0
     }
 }
 
@@ -321,10 +253,12 @@ mod tests {
     }
 
     #[test]
-    fn sigset_holds_realtime_signals() {
-        let mut set = SigSet::empty();
-        let rt = Signal(rtmin() + 5);
+    fn signal_set_holds_every_signal_number() {
+        let mut set = SignalSet::default();
+        let rt = Signal(rtmax());
         set.add(rt);
-        assert!(set.contains(rt) && !set.contains(SIGTERM));
+        set.add(SIGHUP);
+        assert!(set.contains(rt) && set.contains(SIGHUP) && !set.contains(SIGTERM));
+        assert!(rtmax() <= 64, "SignalSet is a u64");
     }
 }

@@ -7,7 +7,11 @@ use std::ffi::{CString, OsString};
 use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use crate::signals::{SIGCHLD, SigSet, Signal};
+use std::io::Read as _;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::signals::{SIGCHLD, Signal};
+use crate::sys::{self, SigSet};
 
 /// The signal state watchd was started with, which the command gets back.
 #[derive(Clone, Copy)]
@@ -111,35 +115,30 @@ pub fn spawn(command: &[OsString], opts: &Options) -> Result<i32, SpawnError> {
     let mut prepared = Prepared::new(command)?;
     let name = command[0].to_string_lossy();
     let (read_end, write_end) = pipe()?;
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
+    let parent = std::process::id() as i32;
     // SAFETY: watchd is single-threaded when it spawns (no other thread could hold a lock the
     // child needs), and the child only runs `exec_child`, which is async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let err = std::io::Error::last_os_error();
-        close(read_end);
-        close(write_end);
         return Err(SpawnError::Internal(format!("cannot fork: {err}")));
     }
     if pid == 0 {
-        exec_child(&mut prepared, opts, parent, write_end);
+        exec_child(&mut prepared, opts, parent, write_end.as_raw_fd());
     }
-    close(write_end);
+    drop(write_end);
     // Also done by the child; doing it here too means the group exists before the parent
     // signals it, whoever runs first. EACCES (the child already exec'd) is fine.
-    // SAFETY: setpgid on our own child has no memory-safety preconditions.
-    unsafe { libc::setpgid(pid, pid) };
-    let mut errno = [0u8; 4];
-    let got = read_full(read_end, &mut errno);
-    close(read_end);
-    if got < errno.len() {
+    let child = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::unistd::setpgid(child, child);
+    // EOF (close-on-exec) means exec succeeded; four bytes are the errno of a failed one.
+    let mut report = Vec::with_capacity(4);
+    let _ = std::fs::File::from(read_end).read_to_end(&mut report);
+    let Ok(errno) = <[u8; 4]>::try_from(report.as_slice()) else {
         return Ok(pid);
-    }
+    };
     // The child could not exec and has exited: collect it so it leaves no zombie.
-    let mut status = 0;
-    // SAFETY: waiting on our own child pid.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && last_errno() == libc::EINTR {}
+    sys::wait_for(pid);
     let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
     let message = format!("cannot run '{name}': {}", strip_os_error(&err));
     Err(match err.raw_os_error() {
@@ -174,7 +173,7 @@ fn exec_child(prepared: &mut Prepared, opts: &Options, parent: i32, report: libc
             libc::_exit(128 + opts.pdeathsig.as_raw());
         }
         if opts.inherited.sigchld_ignored {
-            crate::signals::set_ignored(SIGCHLD);
+            sys::set_ignored(SIGCHLD);
         }
         opts.inherited.mask.set_mask();
 
@@ -208,35 +207,9 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn pipe() -> Result<(libc::c_int, libc::c_int), SpawnError> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(SpawnError::Internal(format!("cannot create a pipe: {err}")));
-    }
-    Ok((fds[0], fds[1]))
-}
-
-fn close(fd: libc::c_int) {
-    // SAFETY: closing a descriptor this module opened and owns.
-    unsafe { libc::close(fd) };
-}
-
-/// Reads until `buf` is full or EOF, retrying EINTR; returns how much was read.
-fn read_full(fd: libc::c_int, buf: &mut [u8]) -> usize {
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        match n {
-            n if n > 0 => got += n as usize,
-            0 => break,
-            _ if last_errno() == libc::EINTR => continue,
-            _ => break,
-        }
-    }
-    got
+fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|err| SpawnError::Internal(format!("cannot create a pipe: {err}")))
 }
 
 /// Runs `sh -c CMD` with `WATCHD_PID` set, for --stop-cmd. It gets watchd's own inherited
@@ -263,7 +236,7 @@ pub fn spawn_shell(cmd: &str, main_pid: i32, inherited: &Inherited) -> Result<i3
         // SAFETY: async-signal-safe calls only, on prepared memory.
         unsafe {
             if inherited.sigchld_ignored {
-                crate::signals::set_ignored(SIGCHLD);
+                sys::set_ignored(SIGCHLD);
             }
             inherited.mask.set_mask();
             libc::execve(c"/bin/sh".as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());

@@ -2,10 +2,13 @@
 //! signalled through a pidfd, and only after checking that the pidfd's process is the one the
 //! scan saw (same start time), so a pid recycled since the scan is left alone.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
+
+use nix::errno::Errno;
 
 use crate::probe::{Prober, parse_stat};
 use crate::signals::Signal;
+use crate::sys;
 
 /// Outcome of one attempt to signal one process.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,44 +23,17 @@ pub fn send_verified(pid: i32, starttime: u64, sig: Signal) -> Sent {
     if pid <= 1 {
         return Sent::Gone;
     }
-    match pidfd_open(pid) {
+    let delivered = match sys::pidfd_open(pid) {
+        // Checked after the pidfd pins the process: if the start time matches now, the pidfd
+        // is the scanned process and the signal cannot reach a successor.
         Ok(fd) => {
-            if starttime_of(pid) != Some(starttime) {
-                return Sent::Gone;
-            }
-            // SAFETY: `fd` is a valid pidfd we own; null info means "as if sent by kill".
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    sig.as_raw(),
-                    std::ptr::null::<u8>(),
-                    0,
-                )
-            };
-            if rc == 0 { Sent::Delivered } else { Sent::Gone }
+            starttime_of(pid) == Some(starttime) && sys::pidfd_send_signal(fd.as_fd(), sig).is_ok()
         }
-        Err(libc::ENOSYS) => {
-            // Kernels before 5.3: the narrowest window we can have without pidfds.
-            if starttime_of(pid) != Some(starttime) {
-                return Sent::Gone;
-            }
-            // SAFETY: pid > 1, checked above, so this never signals a group or everyone.
-            let rc = unsafe { libc::kill(pid, sig.as_raw()) };
-            if rc == 0 { Sent::Delivered } else { Sent::Gone }
-        }
-        Err(_) => Sent::Gone,
-    }
-}
-
-fn pidfd_open(pid: i32) -> Result<OwnedFd, i32> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ESRCH));
-    }
-    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        // Kernels before 5.3: the narrowest window we can have without pidfds.
+        Err(Errno::ENOSYS) => starttime_of(pid) == Some(starttime) && sys::kill(pid, sig).is_ok(),
+        Err(_) => false,
+    };
+    if delivered { Sent::Delivered } else { Sent::Gone }
 }
 
 fn starttime_of(pid: i32) -> Option<u64> {

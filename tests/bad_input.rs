@@ -70,14 +70,6 @@ const FRACTION: Bad = Bad {
     unicode: &["０.５", "½", "٠.٥"],
 };
 
-const COUNT: Bad = Bad {
-    invalid: &["x", "1.5", "0", "3 probes", "0x3"],
-    empty: &["", " "],
-    negative: &["-1", "-0"],
-    overflowing: &["4294967296", "99999999999999999999"],
-    unicode: &["３", "٣"],
-};
-
 const SIGNAL: Bad = Bad {
     invalid: &[
         "NOPE",
@@ -157,7 +149,7 @@ const OPTIONS: &[(&str, &str, &Bad)] = &[
     ("--cpu-limit", "WATCHD_CPU_LIMIT", &CORES),
     ("--cpu-soft", "WATCHD_CPU_SOFT", &FRACTION),
     ("--cpu-hard", "WATCHD_CPU_HARD", &FRACTION),
-    ("--cpu-soft-for", "WATCHD_CPU_SOFT_FOR", &COUNT),
+    ("--cpu-soft-for", "WATCHD_CPU_SOFT_FOR", &DURATION),
     ("--max-rss", "WATCHD_MAX_RSS", &SIZE),
     ("--stop-signal", "WATCHD_STOP_SIGNAL", &SIGNAL),
     ("--kill-signal", "WATCHD_KILL_SIGNAL", &SIGNAL),
@@ -426,7 +418,7 @@ fn good_values_are_accepted_and_the_flag_beats_a_bad_variable() {
         ("--cpu-limit", "WATCHD_CPU_LIMIT", "2.5"),
         ("--cpu-soft", "WATCHD_CPU_SOFT", "0.5"),
         ("--cpu-hard", "WATCHD_CPU_HARD", "1"),
-        ("--cpu-soft-for", "WATCHD_CPU_SOFT_FOR", "4"),
+        ("--cpu-soft-for", "WATCHD_CPU_SOFT_FOR", "20s"),
         ("--max-rss", "WATCHD_MAX_RSS", "1.5GiB"),
         ("--stop-signal", "WATCHD_STOP_SIGNAL", "RTMIN+3"),
         ("--kill-signal", "WATCHD_KILL_SIGNAL", "sigterm"),

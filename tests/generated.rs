@@ -106,7 +106,7 @@ fn first_difference(have: &[u8], want: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The man page: clap_mangen renders what the CLI knows (name, about, options with defaults,
 // possible values and environment variables); the sections the CLI cannot express come from
-// SPEC.md and are written here with `roff`.
+// the README (the user's contract) and are written here with `roff`.
 
 fn man_page() -> Vec<u8> {
     let cmd = command();
@@ -270,8 +270,8 @@ fn description() -> Roff {
             roman(")"),
         ],
         "tree CPU at or above --cpu-soft times the limit (default 0.85) held for --cpu-soft-for \
-         probes (default 3), or at or above --cpu-hard times the limit (default 0.95) held for \
-         one probe window.",
+         (default 15s: that many whole probe windows, at least one), or at or above --cpu-hard \
+         times the limit (default 0.95) held for one probe window.",
     );
     entry(
         &mut r,
@@ -378,7 +378,7 @@ fn user_options(cmd: &clap::Command) -> impl Iterator<Item = &Arg> {
     })
 }
 
-/// `WATCHD_<NAME>` for a long option: upper case, `-` becomes `_` (SPEC.md, Invocation).
+/// `WATCHD_<NAME>` for a long option: upper case, `-` becomes `_` (README, Options).
 fn env_name(long: &str) -> String {
     format!("WATCHD_{}", long.to_uppercase().replace('-', "_"))
 }
@@ -524,7 +524,7 @@ fn see_also() -> Roff {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Content checks: the page and --help say what the CLI and SPEC.md promise.
+// Content checks: the page and --help say what the CLI and the README promise.
 
 /// How an option is spelled in roff source, where `-` is written `\-`.
 fn roff_escaped(s: &str) -> String {
@@ -550,7 +550,7 @@ fn every_option_has_its_environment_variable() {
         assert_eq!(
             have,
             Some(env_name(long)),
-            "--{long} must read {} (SPEC.md: every option has WATCHD_<NAME>)",
+            "--{long} must read {} (every option has WATCHD_<NAME>)",
             env_name(long)
         );
     }

@@ -72,7 +72,7 @@ fn spike(busy: f64) -> Vec<String> {
     let script = format!(
         "import time\ntime.sleep(0.3)\nend = time.monotonic() + {busy}\nwhile time.monotonic() < end:\n    pass\ntime.sleep(1)"
     );
-    // Soft threshold 0.4 x 1.5 = 0.6 cores for 3 windows of 200ms: a 0.3s spike cannot put
+    // Soft threshold 0.4 x 1.5 = 0.6 cores held for 600ms, 3 windows of 200ms: a 0.3s spike cannot put
     // 0.12s of CPU into each of three consecutive windows, while one thread sharing a loaded
     // machine (about 2/3 of a core beside two busy loops) still crosses it. The hard one (1.5
     // cores) is out of reach of one thread.
@@ -82,7 +82,7 @@ fn spike(busy: f64) -> Vec<String> {
         "--cpu-soft",
         "0.4",
         "--cpu-soft-for",
-        "3",
+        "600ms",
         "--cpu-hard",
         "1",
         "--interval",

@@ -1,0 +1,356 @@
+//! The driver: watchd's one loop. It sleeps in `poll` on a signalfd until a signal arrives or
+//! the machine's next deadline passes, turns what the kernel says (signals, reaped children,
+//! /proc scans) into [`machine::Event`]s, and carries out the [`machine::Action`]s that come
+//! back. It decides nothing: every "whether" and "when" is the machine's.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{ForwardTo, StopScope};
+use crate::config::Config;
+use crate::exit::{ChildEnd, Ending, Outcome};
+use crate::machine::{Action, AfterTerminal, Event, Machine, Reap, Settings};
+use crate::policy::Policy;
+use crate::probe::{OomCounters, Prober, Sampler};
+use crate::report::{self, Reporter};
+use crate::signals::{
+    self, SIGCHLD, SIGCONT, SIGKILL, SIGPIPE, SIGTTIN, SIGTTOU, Signal, SignalSet,
+};
+use crate::spawn::{self, Inherited, SpawnError};
+use crate::sys::{self, SigSet, Wait};
+use crate::tree;
+
+/// Kill rounds: rescans while a fork storm keeps adding processes.
+const KILL_ROUNDS: u32 = 20;
+
+/// Runs the command to its end. `inherited` is the signal state watchd was started with.
+pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
+    let events = match &config.events {
+        Some(path) => Some(report::open_events(path).with_context(|| {
+            format!("invalid value '{}' for '--events <PATH>'", path.display())
+        })?),
+        None => None,
+    };
+    let reporter = Reporter::new(config.verbosity, events, config.metrics_file.clone());
+
+    // Every signal watchd handles is blocked and read from a signalfd: no handlers run, so the
+    // child's dispositions are untouched, and PID 1 still receives them (blocked signals are
+    // queued even for init). Signals ignored at start stay ignored and are not forwarded.
+    let mut ignored = SignalSet::default();
+    let mut handled = SigSet::empty();
+    for sig in signals::forwarded() {
+        if sys::is_ignored(sig) {
+            ignored.add(sig);
+        } else {
+            handled.add(sig);
+        }
+    }
+    for sig in [SIGTTIN, SIGTTOU] {
+        if sys::is_ignored(sig) {
+            ignored.add(sig);
+        }
+    }
+    handled.add(SIGCHLD);
+    if inherited.sigchld_ignored {
+        // With SIGCHLD ignored the kernel reaps children itself and their status is lost.
+        sys::set_default(SIGCHLD);
+    }
+    let mut blocked = handled;
+    // Writing to a terminal from the background, or to a closed pipe, must not stop or kill
+    // watchd; tcsetpgrp from the child before exec needs SIGTTOU blocked too.
+    for sig in [SIGTTIN, SIGTTOU, SIGPIPE] {
+        blocked.add(sig);
+    }
+    blocked.block();
+    let sigfd = sys::signalfd(&handled).context("cannot create a signalfd")?;
+
+    let self_pid = std::process::id() as i32;
+    let pid1 = self_pid == 1;
+    if config.subreaper
+        && !pid1
+        && let Err(err) = sys::become_subreaper()
+    {
+        reporter
+            .warn(format!("cannot become a child subreaper ({err}); orphans will escape the tree"));
+    }
+    let foreground = sys::terminal_is_ours();
+
+    let prober = Prober::new(self_pid);
+    let clk_tck = prober.clk_tck();
+    let policy = Policy::new(config.limits(clk_tck));
+    let oom_before = OomCounters::read();
+    let started = Instant::now();
+    let options = spawn::Options { inherited, foreground, pdeathsig: config.pdeathsig };
+    let main_pid = match spawn::spawn(&config.command, &options) {
+        Ok(pid) => pid,
+        Err(err) => {
+            // Bad input: shown even with -q, like a usage error.
+            report::usage_error(err.to_string());
+            let ending = match err {
+                SpawnError::NotFound(_) => Ending::NotFound,
+                SpawnError::NotExecutable(_) => Ending::NotExecutable,
+                SpawnError::Internal(_) => Ending::Failed,
+            };
+            return Ok(crate::exit::outcome(ending, None, pid1));
+        }
+    };
+
+    let settings = Settings {
+        interval: config.interval,
+        grace: config.grace,
+        stop_signal: config.stop_signal,
+        stop_scope: config.stop_scope,
+        stop_cmd: config.stop_cmd.clone(),
+        kill_signal: config.kill_signal,
+        exit_code_on_stop: config.exit_code_on_stop,
+        forward_to: config.forward_to,
+        cleanup: config.cleanup,
+        pid1,
+        details: reporter.wants_details(),
+        ignored,
+        clk_tck,
+    };
+    let (machine, start) = Machine::new(settings, policy, main_pid, &config.command, started);
+    let mut driver = Driver {
+        machine,
+        sigfd,
+        main_pid,
+        inherited,
+        stop_cmd_pid: None,
+        oom_before,
+        prober,
+        sampler: Sampler::new(),
+        reporter,
+        signals: Vec::new(),
+        outcome: None,
+    };
+    driver.execute(start, started);
+    Ok(driver.run())
+}
+
+struct Driver {
+    machine: Machine,
+    sigfd: OwnedFd,
+    main_pid: i32,
+    inherited: Inherited,
+    stop_cmd_pid: Option<i32>,
+    /// The OOM killer's counters before the command started.
+    oom_before: OomCounters,
+    prober: Prober,
+    sampler: Sampler,
+    reporter: Reporter,
+    /// Scratch for signals read from the signalfd.
+    signals: Vec<sys::SigInfo>,
+    outcome: Option<Outcome>,
+}
+
+impl Driver {
+    fn run(mut self) -> Outcome {
+        // Reaping waits for a SIGCHLD, or a timer wake-up (a probe or a deadline) as a safety
+        // net, so forwarding a signal costs no wait4.
+        let mut reap_due = true;
+        loop {
+            if reap_due {
+                self.reap();
+            }
+            if self.outcome.is_none() {
+                self.dispatch(Event::Tick);
+            }
+            if let Some(outcome) = self.outcome {
+                return outcome;
+            }
+            let timed_out = self.wait();
+            reap_due = self.read_signals() || timed_out;
+        }
+    }
+
+    /// Feeds one event to the machine and carries out what it asks, results included.
+    fn dispatch(&mut self, event: Event) {
+        let now = Instant::now();
+        let actions = self.machine.on(event, now);
+        self.execute(actions, now);
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, now: Instant) {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            if let Some(result) = self.act(action) {
+                queue.extend(self.machine.on(result, now));
+            }
+        }
+    }
+
+    /// Sleeps in the kernel until a signal arrives or the machine's deadline passes; true if
+    /// the deadline passed.
+    fn wait(&self) -> bool {
+        let timeout_ms = match self.machine.deadline() {
+            None => -1,
+            Some(t) => {
+                let left = t.saturating_duration_since(Instant::now());
+                // Round up: waking a hair early would spin until the deadline.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        let mut fds = [nix::poll::PollFd::new(self.sigfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+        sys::poll(&mut fds, timeout_ms)
+    }
+
+    /// Reads every pending signal; returns whether a SIGCHLD was among them.
+    fn read_signals(&mut self) -> bool {
+        let mut chld = false;
+        let mut infos = std::mem::take(&mut self.signals);
+        infos.clear();
+        sys::read_signals(self.sigfd.as_fd(), &mut infos);
+        for info in &infos {
+            match Signal::from_raw(info.signo) {
+                Some(SIGCHLD) => chld = true,
+                Some(sig) => self.dispatch(Event::Signal(sig)),
+                None => {}
+            }
+        }
+        self.signals = infos;
+        chld
+    }
+
+    /// Reaps every child that has ended, then tells the machine in one event.
+    fn reap(&mut self) {
+        let mut ends = Vec::new();
+        let children_left = loop {
+            match sys::wait_any() {
+                Wait::Nothing => break true,
+                Wait::NoChildren => break false,
+                Wait::Child(pid, status) if libc::WIFSTOPPED(status) => {
+                    if pid == self.main_pid {
+                        let sig = Signal::from_raw(libc::WSTOPSIG(status))
+                            .unwrap_or(crate::signals::SIGSTOP);
+                        let on_terminal = sys::on_controlling_terminal();
+                        self.dispatch(Event::MainStopped { sig, on_terminal });
+                    }
+                }
+                Wait::Child(pid, status) => {
+                    let Some(end) = ChildEnd::from_wait_status(status) else { continue };
+                    ends.push(if pid == self.main_pid {
+                        let oom = (end == ChildEnd::Killed(SIGKILL))
+                            .then(|| OomCounters::read().rise_since(&self.oom_before))
+                            .flatten();
+                        Reap::Main { pid, end, oom }
+                    } else if Some(pid) == self.stop_cmd_pid {
+                        self.stop_cmd_pid = None;
+                        Reap::StopCmd { pid, end }
+                    } else {
+                        Reap::Orphan { pid, end }
+                    });
+                }
+            }
+        };
+        if !ends.is_empty() || !children_left {
+            self.dispatch(Event::Reaped { ends, children_left });
+        }
+    }
+
+    /// Processes that are not the tree: the `--stop-cmd` shell.
+    fn exclude(&self) -> Vec<i32> {
+        self.stop_cmd_pid.into_iter().collect()
+    }
+
+    /// Carries out one action; returns its result when the machine wants one.
+    fn act(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Forward { sig, to } => {
+                let delivered = match to {
+                    ForwardTo::Child => sys::kill(self.main_pid, sig).is_ok(),
+                    // While the main child is unreaped its pid names its own process group.
+                    ForwardTo::Group => sys::kill_group(self.main_pid, sig).is_ok(),
+                    ForwardTo::Tree => {
+                        let exclude = self.exclude();
+                        tree::signal_all(&mut self.prober, &exclude, None, sig, false, 1) > 0
+                    }
+                };
+                Some(Event::Forwarded { sig, to, delivered })
+            }
+            Action::Stop { sig, scope } => {
+                // main_pid is our unreaped child, so this is safe even if a scan would miss it.
+                let _ = sys::kill(self.main_pid, sig);
+                let _ = sys::kill(self.main_pid, SIGCONT);
+                if scope == StopScope::Tree {
+                    let exclude = self.exclude();
+                    tree::signal_all(&mut self.prober, &exclude, Some(self.main_pid), sig, true, 1);
+                }
+                None
+            }
+            Action::StopLeftovers { sig } => {
+                let exclude = self.exclude();
+                let count = tree::signal_all(&mut self.prober, &exclude, None, sig, true, 1);
+                Some(Event::LeftoversStopped { sig, count })
+            }
+            Action::Kill { sig, main_alive } => {
+                let mut count = 0;
+                let main = main_alive.then_some(self.main_pid);
+                if main_alive && sys::kill(self.main_pid, sig).is_ok() {
+                    count += 1;
+                }
+                count += tree::signal_all(&mut self.prober, &[], main, sig, false, KILL_ROUNDS);
+                Some(Event::Killed { sig, count })
+            }
+            Action::FinalKill => {
+                tree::signal_all(&mut self.prober, &[], None, SIGKILL, false, KILL_ROUNDS);
+                None
+            }
+            Action::RunStopCmd { cmd } => {
+                let started = spawn::spawn_shell(&cmd, self.main_pid, &self.inherited)
+                    .map(|pid| self.stop_cmd_pid = Some(pid))
+                    .map_err(|err| err.to_string());
+                Some(Event::StopCmdStarted(started))
+            }
+            Action::KillStopCmd => {
+                if let Some(pid) = self.stop_cmd_pid {
+                    // Our own unreaped child, so the pid is still its.
+                    let _ = sys::kill(pid, SIGKILL);
+                }
+                None
+            }
+            Action::Probe { at } => {
+                let scan = self.prober.scan(&self.exclude());
+                Some(Event::Sample(self.sampler.sample(&scan, at)))
+            }
+            Action::GiveTerminal { then } => {
+                let given = sys::give_terminal(self.main_pid);
+                match then {
+                    AfterTerminal::Nothing => None,
+                    AfterTerminal::Touched(_) => Some(Event::Terminal { given, then }),
+                }
+            }
+            Action::ContinueGroup => {
+                let _ = sys::kill_group(self.main_pid, SIGCONT);
+                None
+            }
+            Action::StopSelf(sig) => {
+                sys::stop_self(sig);
+                Some(Event::Resumed)
+            }
+            Action::ReturnTerminal => {
+                sys::take_terminal_back(self.main_pid);
+                None
+            }
+            Action::Say(level, text) => {
+                self.reporter.say(level, &text);
+                None
+            }
+            Action::Emit(record) => {
+                self.reporter.event(&record);
+                None
+            }
+            Action::Metrics(metrics) => {
+                self.reporter.metrics(&metrics);
+                None
+            }
+            Action::Exit(outcome) => {
+                self.outcome = Some(outcome);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,1316 @@
+//! The supervisor's decisions, as one pure state machine: `Machine::on(event, now)` takes what
+//! the world reported (a signal, reaped children, a probe sample, a deadline, the result of an
+//! earlier action) and returns what to do (signal someone, probe, write a line, exit). It never
+//! reads a clock, /proc or a descriptor, so every ladder, race and verdict is a unit test with a
+//! fake clock (see the tests at the bottom); `driver` is the loop that feeds it.
+//!
+//! One run of the command goes through [`State`]: `Running` until a trigger fires (`Stopping`)
+//! or the main child ends (`Cleanup` of what it left behind), `Killing` once a grace runs out,
+//! and `Exited` after [`Action::Exit`]. The main child's end travels inside the states that
+//! come after it.
+
+use std::time::{Duration, Instant};
+
+use crate::cli::{ForwardTo, StopScope};
+use crate::exit::{self, ChildEnd, Ending, LastSeen, Outcome};
+use crate::policy::{Policy, Trigger};
+use crate::probe::Sample;
+use crate::reason::Reason;
+use crate::report::{Event as Record, Level, Metrics};
+use crate::signals::{
+    SIGCONT, SIGINT, SIGKILL, SIGPIPE, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, Signal, SignalSet,
+};
+use crate::units::human_duration;
+
+/// How long watchd waits for killed leftovers (not the main child) to be reaped before it gives
+/// up on them: only a process stuck in uninterruptible sleep takes this long.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// What the machine needs to know of the configuration and of the world it started in.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub interval: Duration,
+    pub grace: Duration,
+    pub stop_signal: Signal,
+    pub stop_scope: StopScope,
+    pub stop_cmd: Option<String>,
+    pub kill_signal: Signal,
+    pub exit_code_on_stop: Option<u8>,
+    pub forward_to: ForwardTo,
+    pub cleanup: bool,
+    /// watchd is PID 1: it cannot die of its child's signal, and has no job control.
+    pub pid1: bool,
+    /// Someone reads per-signal details (`-v` or `--events`): format them.
+    pub details: bool,
+    /// Signals that were ignored when watchd started.
+    pub ignored: SignalSet,
+    /// Clock ticks per second, the unit of `Sample::cpu_ticks`.
+    pub clk_tck: u64,
+}
+
+/// What the world reported.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A signal to forward (the driver keeps SIGCHLD for itself).
+    Signal(Signal),
+    /// Children reaped since the last report, in order, and whether any are left.
+    Reaped { ends: Vec<Reap>, children_left: bool },
+    /// The main child was stopped (job control). `on_terminal`: stdin is watchd's controlling
+    /// terminal.
+    MainStopped { sig: Signal, on_terminal: bool },
+    /// A deadline may have passed: the machine checks all of its own.
+    Tick,
+    /// Result of [`Action::Probe`].
+    Sample(Sample),
+    /// Result of [`Action::Forward`]: whether anyone got the signal.
+    Forwarded { sig: Signal, to: ForwardTo, delivered: bool },
+    /// Result of [`Action::StopLeftovers`]: how many processes got the signal.
+    LeftoversStopped { sig: Signal, count: u32 },
+    /// Result of [`Action::Kill`]: how many processes got the kill signal.
+    Killed { sig: Signal, count: u32 },
+    /// Result of [`Action::RunStopCmd`]: why it could not start, if it could not.
+    StopCmdStarted(Result<(), String>),
+    /// Result of [`Action::GiveTerminal`].
+    Terminal { given: bool, then: AfterTerminal },
+    /// Result of [`Action::StopSelf`]: watchd was continued (`fg`, `bg`).
+    Resumed,
+}
+
+/// One reaped child.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reap {
+    /// The main child; `oom`: what the OOM counters say, read when it died of SIGKILL.
+    Main { pid: i32, end: ChildEnd, oom: Option<String> },
+    /// The `--stop-cmd` shell.
+    StopCmd { pid: i32, end: ChildEnd },
+    /// An adopted orphan of the tree.
+    Orphan { pid: i32, end: ChildEnd },
+}
+
+/// What a [`Action::GiveTerminal`] was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterTerminal {
+    /// Passing the terminal on after `fg`: nothing follows either way.
+    Nothing,
+    /// The main child touched the terminal and was stopped by this signal: continue it if it
+    /// got the terminal, else stop watchd too.
+    Touched(Signal),
+}
+
+/// What to do. Results that the machine needs come back as an [`Event`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Forward a signal (→ [`Event::Forwarded`]).
+    Forward { sig: Signal, to: ForwardTo },
+    /// The drain: `sig` then SIGCONT to the main child, then to the rest of the tree if `scope`
+    /// says so.
+    Stop { sig: Signal, scope: StopScope },
+    /// `sig` and SIGCONT to what is left of the tree (→ [`Event::LeftoversStopped`]).
+    StopLeftovers { sig: Signal },
+    /// `sig` to the main child (if it is alive) and to everything left in the tree, rescanning
+    /// while a fork storm adds members (→ [`Event::Killed`]).
+    Kill { sig: Signal, main_alive: bool },
+    /// SIGKILL to everything left in the tree.
+    FinalKill,
+    /// Start `sh -c CMD` with WATCHD_PID (→ [`Event::StopCmdStarted`]).
+    RunStopCmd { cmd: String },
+    /// Kill the `--stop-cmd` shell if it still runs.
+    KillStopCmd,
+    /// Scan the tree; `at` is the sample's stamp (→ [`Event::Sample`]).
+    Probe { at: Duration },
+    /// Give the terminal to the main child's group if watchd's group has it
+    /// (→ [`Event::Terminal`]).
+    GiveTerminal { then: AfterTerminal },
+    /// SIGCONT to the main child's process group.
+    ContinueGroup,
+    /// Stop watchd itself with this signal, as the shell expects of a stopped job
+    /// (→ [`Event::Resumed`] once continued).
+    StopSelf(Signal),
+    /// Give the terminal back to watchd's group if the child's group has it.
+    ReturnTerminal,
+    /// A `watchd: ` line on stderr at this level.
+    Say(Level, String),
+    /// A JSON-lines event.
+    Emit(Record),
+    /// Rewrite the metrics file.
+    Metrics(Metrics),
+    /// Exit (or die) so.
+    Exit(Outcome),
+}
+
+/// Where the run stands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum State {
+    /// The main child runs and no trigger has fired.
+    Running,
+    /// A trigger fired and the stop went out; the kill follows at `kill_at`. `rest_stopped`:
+    /// the whole tree got the stop signal, so leftovers need not get it again.
+    Stopping { kill_at: Instant, rest_stopped: bool },
+    /// The main child ended; what it left behind got the stop signal and has until `kill_at`.
+    Cleanup { end: Ended, kill_at: Instant },
+    /// The kill signal went out. `final_at`: SIGKILL follows (a `--kill-signal` other than
+    /// KILL); `give_up_at`: stop waiting for leftovers that will not die.
+    Killing { end: Option<Ended>, final_at: Option<Instant>, give_up_at: Instant },
+    /// [`Action::Exit`] was returned.
+    Exited,
+}
+
+/// How and when the main child ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Ended {
+    end: ChildEnd,
+    at: Instant,
+}
+
+/// Why and when watchd stopped the run, and how ("SIGTERM", "--stop-cmd").
+#[derive(Clone, Debug)]
+struct Stopped {
+    reason: Reason,
+    at: Instant,
+    how: String,
+}
+
+/// When the next probe is due, and whether the window up to it proves nothing (watchd itself
+/// was stopped during it).
+#[derive(Clone, Copy, Debug)]
+struct ProbeClock {
+    next: Instant,
+    void: bool,
+}
+
+pub struct Machine {
+    set: Settings,
+    policy: Policy,
+    started: Instant,
+    state: State,
+    probes: ProbeClock,
+    stopped: Option<Stopped>,
+    /// Signals watchd itself delivered to the main child: a death by one of them is no
+    /// surprise.
+    sent_to_main: SignalSet,
+    /// The OOM finding that came with the main child's death.
+    oom: Option<String>,
+    last: Option<Sample>,
+    stops_total: [u64; Reason::ALL.len()],
+}
+
+impl Machine {
+    /// A machine for the main child `main_pid`, started at `now`. The start line and event are
+    /// in the returned actions.
+    pub fn new(
+        set: Settings,
+        policy: Policy,
+        main_pid: i32,
+        argv: &[std::ffi::OsString],
+        now: Instant,
+    ) -> (Machine, Vec<Action>) {
+        let m = Machine {
+            probes: ProbeClock { next: now + set.interval, void: false },
+            set,
+            policy,
+            started: now,
+            state: State::Running,
+            stopped: None,
+            sent_to_main: SignalSet::default(),
+            oom: None,
+            last: None,
+            stops_total: [0; Reason::ALL.len()],
+        };
+        let mut out = Vec::new();
+        if m.set.details {
+            let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+            m.say(
+                &mut out,
+                Level::Verbose,
+                format!("started {} as pid {main_pid}", words.join(" ")),
+            );
+        }
+        out.push(Action::Emit(Record::Start { pid: main_pid, argv: argv.to_vec() }));
+        (m, out)
+    }
+
+    /// The earliest instant at which [`Event::Tick`] has something to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let alive = self.main_alive();
+        let probe = alive.then_some(self.probes.next);
+        let timeout = match (self.state, self.policy.timeout_at()) {
+            (State::Running, Some(at)) => Some(self.started + at),
+            _ => None,
+        };
+        let ladder = match self.state {
+            State::Running | State::Exited => None,
+            State::Stopping { kill_at, .. } | State::Cleanup { kill_at, .. } => Some(kill_at),
+            State::Killing { final_at: Some(t), .. } => Some(t),
+            State::Killing { final_at: None, give_up_at, .. } => Some(give_up_at),
+        };
+        [probe, timeout, ladder].into_iter().flatten().min()
+    }
+
+    /// Whether [`Action::Exit`] has been returned.
+    pub fn exited(&self) -> bool {
+        self.state == State::Exited
+    }
+
+    pub fn on(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.exited() {
+            return out;
+        }
+        match event {
+            Event::Signal(sig) => self.on_signal(sig, &mut out),
+            Event::Reaped { ends, children_left } => {
+                self.on_reaped(ends, children_left, now, &mut out)
+            }
+            Event::MainStopped { sig, on_terminal } => {
+                if on_terminal && !self.set.pid1 && self.main_alive() {
+                    out.push(self.touched_or_stop(sig));
+                }
+            }
+            Event::Tick => self.on_tick(now, &mut out),
+            Event::Sample(sample) => self.on_sample(sample, now, &mut out),
+            Event::Forwarded { sig, to, delivered } => {
+                if delivered {
+                    self.sent_to_main.add(sig);
+                    if self.set.details {
+                        let to = to_name(to);
+                        self.say(&mut out, Level::Verbose, format!("forwarded {sig} to the {to}"));
+                        out.push(Action::Emit(Record::Signal { signal: sig.to_string(), to }));
+                    }
+                }
+            }
+            Event::LeftoversStopped { sig, count } => {
+                if count > 0 {
+                    self.say(
+                        &mut out,
+                        Level::Verbose,
+                        format!("sent {sig} to {count} leftover processes"),
+                    );
+                }
+            }
+            Event::Killed { sig, count } => {
+                out.push(Action::Emit(Record::Kill { signal: sig.to_string(), processes: count }));
+                if count > 0 && self.stopped.is_none() {
+                    let grace = human_duration(self.set.grace);
+                    self.say(
+                        &mut out,
+                        Level::Normal,
+                        format!("{count} processes left by the child outlived the {grace} grace; sent {sig}"),
+                    );
+                }
+            }
+            Event::StopCmdStarted(Err(err)) => {
+                self.say(
+                    &mut out,
+                    Level::Normal,
+                    format!("--stop-cmd failed: {err}; the grace still runs"),
+                );
+            }
+            Event::StopCmdStarted(Ok(())) => {}
+            Event::Terminal { given, then: AfterTerminal::Touched(sig) } => {
+                if given {
+                    // The shell made the job foreground without a signal (bash's `fg` of a job
+                    // running in the background): the child goes on with the terminal.
+                    out.push(Action::ContinueGroup);
+                } else {
+                    out.push(Action::StopSelf(self.stop_with(sig)));
+                }
+            }
+            Event::Terminal { then: AfterTerminal::Nothing, .. } => {}
+            Event::Resumed => {
+                // fg or bg: the window watchd spent stopped proves nothing; resume the child's
+                // whole group, as a shell resumes a job, with the terminal if the shell gave it.
+                self.probes.void = true;
+                out.push(Action::GiveTerminal { then: AfterTerminal::Nothing });
+                out.push(Action::ContinueGroup);
+            }
+        }
+        out
+    }
+
+    fn main_alive(&self) -> bool {
+        matches!(
+            self.state,
+            State::Running | State::Stopping { .. } | State::Killing { end: None, .. }
+        )
+    }
+
+    fn main_end(&self) -> Option<Ended> {
+        match self.state {
+            State::Cleanup { end, .. } | State::Killing { end: Some(end), .. } => Some(end),
+            _ => None,
+        }
+    }
+
+    fn say(&self, out: &mut Vec<Action>, level: Level, text: String) {
+        out.push(Action::Say(level, text));
+    }
+
+    fn on_signal(&mut self, sig: Signal, out: &mut Vec<Action>) {
+        if !self.main_alive() {
+            return; // the main child is gone; what is left is being cleaned up
+        }
+        if sig == SIGCONT {
+            // A shell that sends SIGCONT with `fg` of a running job (`bg`, `&`) has just given
+            // watchd's group the terminal: the child's group would have it without watchd.
+            if !self.set.pid1 {
+                out.push(Action::GiveTerminal { then: AfterTerminal::Nothing });
+            }
+        }
+        out.push(Action::Forward { sig, to: self.set.forward_to });
+    }
+
+    /// Job control: the main child was stopped on watchd's terminal.
+    fn touched_or_stop(&self, sig: Signal) -> Action {
+        if sig == SIGTTIN || sig == SIGTTOU {
+            // The child touched the terminal: if watchd's group is the foreground group, the
+            // shell meant the job to have it.
+            Action::GiveTerminal { then: AfterTerminal::Touched(sig) }
+        } else {
+            Action::StopSelf(self.stop_with(sig))
+        }
+    }
+
+    /// The signal watchd stops itself with so the shell sees what stopped the job: the child's
+    /// own stop signal where watchd can take it, else SIGSTOP.
+    fn stop_with(&self, sig: Signal) -> Signal {
+        if [SIGTSTP, SIGTTIN, SIGTTOU].contains(&sig) && !self.set.ignored.contains(sig) {
+            sig
+        } else {
+            SIGSTOP
+        }
+    }
+
+    fn on_reaped(
+        &mut self,
+        ends: Vec<Reap>,
+        children_left: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let mut main_end = None;
+        for reap in ends {
+            let (pid, end) = match &reap {
+                Reap::Main { pid, end, .. }
+                | Reap::StopCmd { pid, end }
+                | Reap::Orphan { pid, end } => (*pid, *end),
+            };
+            out.push(Action::Emit(Record::Reap { pid, status: end.to_string() }));
+            match reap {
+                Reap::Main { end, oom, .. } => {
+                    main_end = Some(Ended { end, at: now });
+                    self.oom = oom;
+                }
+                Reap::StopCmd { end, .. } => {
+                    if end != ChildEnd::Exited(0) {
+                        let text = format!("--stop-cmd failed: it {end}; the grace still runs");
+                        self.say(out, Level::Normal, text);
+                    }
+                }
+                Reap::Orphan { pid, end } => {
+                    if self.set.details {
+                        self.say(out, Level::Verbose, format!("reaped orphan {pid} ({end})"));
+                    }
+                }
+            }
+        }
+        match (main_end, self.main_end()) {
+            (Some(ended), _) if self.main_alive() => {
+                self.on_main_end(ended, children_left, now, out)
+            }
+            (_, Some(ended)) if !children_left => self.finish(ended, out),
+            _ => {}
+        }
+    }
+
+    /// The main child ended. With nothing left of the tree (or `--no-cleanup`) that is the end;
+    /// else what it left behind gets the stop signal (unless the drain already sent it to the
+    /// whole tree) and whatever grace runs goes on.
+    fn on_main_end(
+        &mut self,
+        ended: Ended,
+        children_left: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if self.set.stop_cmd.is_some() {
+            // Its job was to stop the main child, which is over.
+            out.push(Action::KillStopCmd);
+        }
+        if !self.set.cleanup || !children_left {
+            return self.finish(ended, out);
+        }
+        let stop_leftovers = Action::StopLeftovers { sig: self.set.stop_signal };
+        self.state = match self.state {
+            State::Running => {
+                out.push(stop_leftovers);
+                State::Cleanup { end: ended, kill_at: now + self.set.grace }
+            }
+            State::Stopping { kill_at, rest_stopped } => {
+                if !rest_stopped {
+                    out.push(stop_leftovers);
+                }
+                State::Cleanup { end: ended, kill_at }
+            }
+            State::Killing { end: None, final_at, give_up_at } => {
+                State::Killing { end: Some(ended), final_at, give_up_at }
+            }
+            other => other,
+        };
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.state == State::Running
+            && let Some(trigger) =
+                self.policy.check_timeout(now.saturating_duration_since(self.started))
+        {
+            self.trigger(trigger, now, out);
+        }
+        if self.main_alive() && now >= self.probes.next {
+            // Samples are stamped with the cadence tick they belong to, not the instant the
+            // poll happened to wake: windows are then exact multiples of the interval, and a
+            // stall window of N intervals fires at the Nth tick. Missed ticks are skipped.
+            let interval = self.set.interval;
+            let behind =
+                now.saturating_duration_since(self.probes.next).as_nanos() / interval.as_nanos();
+            let tick = u32::try_from(behind)
+                .ok()
+                .and_then(|n| interval.checked_mul(n))
+                .map_or(now, |skip| self.probes.next + skip);
+            self.probes.next = tick + interval;
+            out.push(Action::Probe { at: tick.saturating_duration_since(self.started) });
+        }
+        self.ladder(now, out);
+    }
+
+    /// The deadlines of the drain ladder.
+    fn ladder(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.state {
+            State::Stopping { kill_at, .. } if now >= kill_at => self.kill(None, now, out),
+            State::Cleanup { end, kill_at } if now >= kill_at => self.kill(Some(end), now, out),
+            State::Killing { end, final_at: Some(t), give_up_at } if now >= t => {
+                out.push(Action::FinalKill);
+                let give_up_at = give_up_at.max(now + KILL_WAIT);
+                self.state = State::Killing { end, final_at: None, give_up_at };
+            }
+            State::Killing { end: Some(end), final_at: None, give_up_at } if now >= give_up_at => {
+                // Leftovers that will not die (uninterruptible sleep): the main child ended,
+                // so watchd does too.
+                self.finish(end, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sample(&mut self, sample: Sample, now: Instant, out: &mut Vec<Action>) {
+        let interrupted = std::mem::take(&mut self.probes.void);
+        let trigger = self.policy.observe(&sample, interrupted);
+        let cpu_seconds = sample.cpu_ticks as f64 / self.set.clk_tck.max(1) as f64;
+        let since = self.policy.since_progress().as_secs_f64();
+        out.push(Action::Emit(Record::Sample {
+            cpu_cores: self.policy.cpu_cores(),
+            cpu_seconds,
+            io_bytes: sample.io_bytes,
+            rss_bytes: sample.rss_bytes,
+            processes: sample.processes,
+            since_progress_s: since,
+        }));
+        self.last = Some(sample);
+        if let Some(trigger) = trigger
+            && self.main_alive()
+        {
+            self.trigger(trigger, now, out);
+        }
+        // After the trigger, so a stop shows in watchd_stops_total the moment it happens.
+        out.push(Action::Metrics(Metrics {
+            cpu_cores: self.policy.cpu_cores().unwrap_or(0.0),
+            cpu_seconds_total: cpu_seconds,
+            io_bytes_total: sample.io_bytes,
+            rss_bytes: sample.rss_bytes,
+            processes: sample.processes,
+            seconds_since_progress: since,
+            stops_total: self.stops_total,
+        }));
+        self.ladder(now, out);
+    }
+
+    /// A limit fired: say why, then send the stop signal (or run --stop-cmd) and start the
+    /// grace. A second trigger during a drain is recorded but changes nothing.
+    fn trigger(&mut self, trigger: Trigger, now: Instant, out: &mut Vec<Action>) {
+        let Trigger { reason, detail } = trigger;
+        out.push(Action::Emit(Record::Trigger { reason: reason.as_str(), detail: detail.clone() }));
+        if self.state != State::Running {
+            return;
+        }
+        self.stops_total[reason.index()] += 1;
+        let (grace, kill) = (self.set.grace, self.set.kill_signal);
+        let (how, action) = match &self.set.stop_cmd {
+            Some(_) => ("--stop-cmd".to_string(), "running --stop-cmd".to_string()),
+            None => (self.set.stop_signal.to_string(), format!("sending {}", self.set.stop_signal)),
+        };
+        let grace_text = human_duration(grace);
+        self.say(
+            out,
+            Level::Normal,
+            format!("{reason}: {detail}; {action}, {kill} in {grace_text}"),
+        );
+        self.stopped = Some(Stopped { reason, at: now, how: how.clone() });
+        let rest_stopped = match &self.set.stop_cmd {
+            Some(cmd) => {
+                let cmd = cmd.clone();
+                out.push(Action::Emit(Record::Stop {
+                    signal: None,
+                    cmd: Some(cmd.clone()),
+                    grace_s: grace.as_secs_f64(),
+                }));
+                out.push(Action::RunStopCmd { cmd });
+                false
+            }
+            None => {
+                let sig = self.set.stop_signal;
+                out.push(Action::Emit(Record::Stop {
+                    signal: Some(how),
+                    cmd: None,
+                    grace_s: grace.as_secs_f64(),
+                }));
+                // The main child gets it directly, exactly once (many programs take a second
+                // SIGTERM or SIGINT as "quit now"); then the rest of the tree, if the scope
+                // says so.
+                out.push(Action::Stop { sig, scope: self.set.stop_scope });
+                self.sent_to_main.add(sig);
+                self.set.stop_scope == StopScope::Tree
+            }
+        };
+        self.state = State::Stopping { kill_at: now + grace, rest_stopped };
+    }
+
+    /// A grace ran out: the kill signal to everything still in the tree.
+    fn kill(&mut self, end: Option<Ended>, now: Instant, out: &mut Vec<Action>) {
+        let sig = self.set.kill_signal;
+        let main_alive = end.is_none();
+        out.push(Action::Kill { sig, main_alive });
+        if main_alive {
+            self.sent_to_main.add(sig);
+        }
+        let final_at = (sig != SIGKILL).then(|| now + self.set.grace);
+        self.state = State::Killing { end, final_at, give_up_at: now + KILL_WAIT };
+    }
+
+    /// The last word: the terminal back, the exit line and event, and the status.
+    fn finish(&mut self, ended: Ended, out: &mut Vec<Action>) {
+        let Ended { end, at } = ended;
+        // Whoever handed it to the child (at start or on `fg`): give the terminal back to the
+        // group that had it, so a non-interactive parent (a script) is not left behind.
+        out.push(Action::ReturnTerminal);
+        let duration = at.saturating_duration_since(self.started);
+        let mut diagnosis = None;
+        if let Some(stopped) = &self.stopped {
+            let how = match end {
+                ChildEnd::Killed(sig) if sig == self.set.kill_signal || sig == SIGKILL => format!(
+                    "child killed by {sig} at the end of the {} grace",
+                    human_duration(self.set.grace)
+                ),
+                _ => {
+                    let after = human_duration(at.saturating_duration_since(stopped.at));
+                    format!("child {end} {after} after {}", stopped.how)
+                }
+            };
+            self.say(out, Level::Normal, format!("{}: {how}", stopped.reason));
+        } else if let ChildEnd::Killed(sig) = end {
+            // A shell is silent when a job dies of SIGINT (Ctrl-C) or SIGPIPE (`| head`), and
+            // so is watchd; any other surprise death is explained.
+            if !self.sent_to_main.contains(sig) && sig != SIGINT && sig != SIGPIPE {
+                let oom = if sig == SIGKILL { self.oom.as_deref() } else { None };
+                let last = self.last.as_ref().map(|s| LastSeen {
+                    rss_bytes: s.rss_bytes,
+                    cpu_cores: self.policy.cpu_cores(),
+                    processes: s.processes,
+                    since_progress: self.policy.since_progress(),
+                });
+                let text = exit::diagnose(sig, oom, last.as_ref());
+                self.say(out, Level::Normal, text.clone());
+                diagnosis = Some(text);
+            }
+        }
+        if self.set.details {
+            self.say(
+                out,
+                Level::Verbose,
+                format!("child {end} after {}", human_duration(duration)),
+            );
+        }
+        let (code, signal) = match end {
+            ChildEnd::Exited(code) => (Some(i32::from(code)), None),
+            ChildEnd::Killed(sig) => (None, Some(sig.to_string())),
+        };
+        out.push(Action::Emit(Record::Exit {
+            code,
+            signal,
+            reason: self.stopped.as_ref().map(|s| s.reason.as_str()),
+            duration_s: duration.as_secs_f64(),
+            diagnosis,
+        }));
+        let ending = Ending::Child { end, stopped: self.stopped.is_some() };
+        out.push(Action::Exit(exit::outcome(ending, self.set.exit_code_on_stop, self.set.pid1)));
+        self.state = State::Exited;
+    }
+}
+
+fn to_name(to: ForwardTo) -> &'static str {
+    match to {
+        ForwardTo::Child => "child",
+        ForwardTo::Group => "group",
+        ForwardTo::Tree => "tree",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The machine driven by a fake clock and a recording fake of the system (watchexec's
+    //! `TestChild` idea): every action is logged, and the ones with results are answered from
+    //! `World`, as the driver would answer them from the kernel.
+
+    use super::*;
+    use crate::policy::Limits;
+    use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
+    use std::collections::VecDeque;
+
+    const HZ: u64 = 100;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            interval: secs(1.0),
+            grace: secs(10.0),
+            stop_signal: SIGTERM,
+            stop_scope: StopScope::Tree,
+            stop_cmd: None,
+            kill_signal: SIGKILL,
+            exit_code_on_stop: None,
+            forward_to: ForwardTo::Child,
+            cleanup: true,
+            pid1: false,
+            details: true,
+            ignored: SignalSet::default(),
+            clk_tck: HZ,
+        }
+    }
+
+    /// What the fake system answers.
+    struct World {
+        /// Processes that get a tree-wide signal (leftovers, kill).
+        tree: u32,
+        delivered: bool,
+        terminal: bool,
+        stop_cmd: Result<(), String>,
+        /// The next probe's readings (its `at` comes from the action).
+        sample: Sample,
+    }
+
+    struct Sim {
+        m: Machine,
+        t0: Instant,
+        now: Instant,
+        world: World,
+        /// Every action carried out, in order.
+        log: Vec<Action>,
+    }
+
+    impl Sim {
+        fn new(set: Settings, limits: Limits) -> Sim {
+            let t0 = Instant::now();
+            let (m, start) =
+                Machine::new(set, Policy::new(limits), 100, &["sleep".into(), "9".into()], t0);
+            let world = World {
+                tree: 0,
+                delivered: true,
+                terminal: true,
+                stop_cmd: Ok(()),
+                sample: Sample {
+                    at: Duration::ZERO,
+                    cpu_ticks: 0,
+                    io_bytes: 0,
+                    new_procs: 0,
+                    processes: 1,
+                    rss_bytes: 1 << 20,
+                    all_stopped: false,
+                },
+            };
+            let mut sim = Sim { m, t0, now: t0, world, log: Vec::new() };
+            sim.run(start);
+            sim
+        }
+
+        fn stall(stall: f64) -> Sim {
+            Sim::new(settings(), Limits { stall: Some(secs(stall)), ..Limits::none(HZ) })
+        }
+
+        /// Moves the fake clock to `t` seconds after the start and ticks.
+        fn at(&mut self, t: f64) -> &mut Sim {
+            self.now = self.t0 + secs(t);
+            self.send(Event::Tick)
+        }
+
+        fn send(&mut self, event: Event) -> &mut Sim {
+            let actions = self.m.on(event, self.now);
+            self.run(actions);
+            self
+        }
+
+        fn run(&mut self, actions: Vec<Action>) {
+            let mut queue = VecDeque::from(actions);
+            while let Some(action) = queue.pop_front() {
+                let result = match &action {
+                    Action::Forward { sig, to } => Some(Event::Forwarded {
+                        sig: *sig,
+                        to: *to,
+                        delivered: self.world.delivered,
+                    }),
+                    Action::StopLeftovers { sig } => {
+                        Some(Event::LeftoversStopped { sig: *sig, count: self.world.tree })
+                    }
+                    Action::Kill { sig, main_alive } => Some(Event::Killed {
+                        sig: *sig,
+                        count: self.world.tree + u32::from(*main_alive),
+                    }),
+                    Action::RunStopCmd { .. } => {
+                        Some(Event::StopCmdStarted(self.world.stop_cmd.clone()))
+                    }
+                    Action::Probe { at } => {
+                        Some(Event::Sample(Sample { at: *at, ..self.world.sample }))
+                    }
+                    Action::GiveTerminal { then: then @ AfterTerminal::Touched(_) } => {
+                        Some(Event::Terminal { given: self.world.terminal, then: *then })
+                    }
+                    Action::StopSelf(_) => Some(Event::Resumed),
+                    _ => None,
+                };
+                self.log.push(action);
+                if let Some(result) = result {
+                    queue.extend(self.m.on(result, self.now));
+                }
+            }
+        }
+
+        fn reap(&mut self, end: ChildEnd, children_left: bool) -> &mut Sim {
+            let ends = vec![Reap::Main { pid: 100, end, oom: None }];
+            self.send(Event::Reaped { ends, children_left })
+        }
+
+        /// Actions logged since the last call.
+        fn take(&mut self) -> Vec<Action> {
+            std::mem::take(&mut self.log)
+        }
+
+        fn lines(&self) -> Vec<String> {
+            self.log
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Say(_, text) => Some(text.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn has_line(&self, needle: &str) -> bool {
+            self.lines().iter().any(|l| l.contains(needle))
+        }
+
+        fn events(&self) -> Vec<&'static str> {
+            self.log
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Emit(r) => Some(r.name()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn outcome(&self) -> Option<Outcome> {
+            self.log.iter().find_map(|a| match a {
+                Action::Exit(o) => Some(*o),
+                _ => None,
+            })
+        }
+
+        fn count(&self, pred: impl Fn(&Action) -> bool) -> usize {
+            self.log.iter().filter(|a| pred(a)).count()
+        }
+    }
+
+    fn is_kill(a: &Action) -> bool {
+        matches!(a, Action::Kill { .. })
+    }
+
+    // ---- start and scheduling ----
+
+    #[test]
+    fn start_says_and_emits_and_schedules_the_first_probe() {
+        let mut sim = Sim::stall(5.0);
+        assert!(sim.has_line("started sleep 9 as pid 100"));
+        assert_eq!(sim.events(), ["start"]);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(1.0)));
+        sim.take();
+        sim.at(0.5);
+        assert!(sim.log.is_empty(), "nothing is due before the first probe: {:?}", sim.log);
+        sim.at(1.0);
+        assert!(sim.log.contains(&Action::Probe { at: secs(1.0) }));
+    }
+
+    #[test]
+    fn probes_are_stamped_with_their_tick_and_skip_missed_ticks() {
+        let mut sim = Sim::stall(60.0);
+        sim.at(1.003);
+        assert!(sim.log.contains(&Action::Probe { at: secs(1.0) }), "{:?}", sim.log);
+        sim.take();
+        // Woken 3.5 intervals late: one probe, stamped on the last tick that passed.
+        sim.at(5.5);
+        let probes: Vec<_> = sim.log.iter().filter(|a| matches!(a, Action::Probe { .. })).collect();
+        assert_eq!(probes, [&Action::Probe { at: secs(5.0) }]);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(6.0)));
+    }
+
+    #[test]
+    fn the_timeout_is_a_deadline_and_a_trigger() {
+        let mut sim = Sim::new(settings(), Limits { timeout: Some(secs(2.5)), ..Limits::none(HZ) });
+        sim.at(2.0);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(2.5)));
+        sim.take();
+        sim.at(2.5);
+        assert!(
+            sim.has_line("timeout: ran for 2.5s, the --timeout; sending SIGTERM, SIGKILL in 10s")
+        );
+        assert!(sim.log.contains(&Action::Stop { sig: SIGTERM, scope: StopScope::Tree }));
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(3.0)), "probes go on during the drain");
+    }
+
+    // ---- the drain ladder ----
+
+    #[test]
+    fn stall_drains_then_kills_then_reports_how_the_child_ended() {
+        let mut sim = Sim::stall(2.0);
+        for t in 1..=2 {
+            sim.at(t as f64);
+        }
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        sim.at(3.0);
+        assert!(sim.has_line(
+            "stall: no CPU or I/O progress for 2s (1 process); sending SIGTERM, SIGKILL in 10s"
+        ));
+        assert!(sim.log.contains(&Action::Stop { sig: SIGTERM, scope: StopScope::Tree }));
+        let events = sim.events();
+        let i = events.iter().position(|&e| e == "trigger").unwrap();
+        assert_eq!(&events[i..i + 2], ["trigger", "stop"]);
+        // The metrics written after the trigger already count the stop.
+        let metrics = sim.log.iter().rev().find_map(|a| match a {
+            Action::Metrics(m) => Some(m.stops_total),
+            _ => None,
+        });
+        assert_eq!(metrics.unwrap()[Reason::Stall.index()], 1);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(4.0)));
+        sim.take();
+        sim.at(12.9);
+        assert_eq!(sim.count(is_kill), 0, "the grace is 10s from the trigger at 3s");
+        sim.at(13.0);
+        assert!(sim.log.contains(&Action::Kill { sig: SIGKILL, main_alive: true }));
+        assert_eq!(sim.events().last(), Some(&"kill"));
+        assert!(!sim.has_line("outlived"), "a drain's kill is no surprise");
+        sim.reap(ChildEnd::Killed(SIGKILL), false);
+        assert!(sim.has_line("stall: child killed by SIGKILL at the end of the 10s grace"));
+        assert_eq!(sim.outcome(), Some(Outcome::Reraise(SIGKILL)));
+        assert!(sim.m.exited());
+        assert_eq!(sim.events().last(), Some(&"exit"));
+    }
+
+    #[test]
+    fn the_child_exiting_in_the_grace_ends_the_run_with_its_status() {
+        let mut set = settings();
+        set.exit_code_on_stop = Some(124);
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        sim.now = sim.t0 + secs(3.5);
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert!(sim.has_line("stall: child killed by SIGTERM 1.5s after SIGTERM"));
+        assert_eq!(sim.outcome(), Some(Outcome::Code(124)));
+        assert_eq!(sim.count(is_kill), 0);
+    }
+
+    #[test]
+    fn a_second_trigger_in_the_drain_is_recorded_and_changes_nothing() {
+        let limits = Limits { stall: Some(secs(1.0)), max_rss: Some(1 << 30), ..Limits::none(HZ) };
+        let mut sim = Sim::new(settings(), limits);
+        sim.at(1.0).at(2.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
+        sim.world.sample.rss_bytes = 2 << 30;
+        sim.take();
+        sim.at(3.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        assert!(sim.events().contains(&"trigger"), "the second trigger is still an event");
+        assert!(!sim.has_line("rss:"), "no second drain line");
+        assert_eq!(
+            sim.m.deadline(),
+            Some(sim.t0 + secs(4.0)),
+            "the next probe; the kill stays at 12s"
+        );
+        sim.at(12.0);
+        assert!(
+            sim.log.contains(&Action::Kill { sig: SIGKILL, main_alive: true }),
+            "kill at 2s + 10s"
+        );
+        let stops = sim.log.iter().rev().find_map(|a| match a {
+            Action::Metrics(m) => Some(m.stops_total),
+            _ => None,
+        });
+        assert_eq!(stops.unwrap()[Reason::Rss.index()], 0, "only the first trigger stops");
+    }
+
+    #[test]
+    fn a_kill_signal_other_than_kill_is_followed_by_sigkill_then_the_wait_gives_up() {
+        let mut set = settings();
+        set.kill_signal = SIGHUP;
+        set.grace = secs(2.0);
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.world.tree = 2;
+        sim.at(1.0).at(2.0); // trigger at 2s
+        sim.take();
+        sim.at(4.0);
+        assert!(sim.log.contains(&Action::Kill { sig: SIGHUP, main_alive: true }));
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(5.0)), "next probe before the final kill");
+        sim.at(5.0);
+        sim.reap(ChildEnd::Killed(SIGHUP), true);
+        sim.take();
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(6.0)), "SIGKILL one grace after the kill");
+        sim.at(6.0);
+        assert_eq!(sim.log, [Action::FinalKill]);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(11.0)), "then 5s for leftovers");
+        sim.at(10.9);
+        assert_eq!(sim.outcome(), None);
+        sim.at(11.0);
+        assert!(sim.has_line("stall: child killed by SIGHUP at the end of the 2s grace"));
+        assert_eq!(sim.outcome(), Some(Outcome::Reraise(SIGHUP)));
+    }
+
+    #[test]
+    fn leftovers_that_will_not_die_are_given_up_on_after_the_kill() {
+        let mut sim = Sim::stall(60.0);
+        sim.world.tree = 3;
+        sim.at(0.5).reap(ChildEnd::Exited(0), true);
+        sim.take();
+        sim.at(10.5);
+        assert!(sim.log.contains(&Action::Kill { sig: SIGKILL, main_alive: false }));
+        assert!(sim.has_line("3 processes left by the child outlived the 10s grace; sent SIGKILL"));
+        sim.at(15.4);
+        assert_eq!(sim.outcome(), None);
+        sim.at(15.5);
+        assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
+    }
+
+    // ---- leftovers after the main child ----
+
+    #[test]
+    fn leftovers_get_the_stop_signal_then_the_kill() {
+        let mut sim = Sim::stall(60.0);
+        sim.world.tree = 2;
+        sim.at(0.5).reap(ChildEnd::Exited(3), true);
+        assert!(sim.log.contains(&Action::StopLeftovers { sig: SIGTERM }));
+        assert!(sim.has_line("sent SIGTERM to 2 leftover processes"));
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(10.5)), "no probes once the child ended");
+        sim.take();
+        sim.send(Event::Signal(SIGUSR1));
+        assert!(sim.log.is_empty(), "nothing is forwarded once the child ended");
+        let ends = vec![Reap::Orphan { pid: 7, end: ChildEnd::Killed(SIGTERM) }];
+        sim.send(Event::Reaped { ends, children_left: false });
+        assert!(sim.has_line("reaped orphan 7 (killed by SIGTERM)"));
+        assert_eq!(sim.outcome(), Some(Outcome::Code(3)));
+        assert_eq!(sim.count(is_kill), 0);
+    }
+
+    #[test]
+    fn the_main_child_alone_ends_the_run_at_once() {
+        let mut sim = Sim::stall(60.0);
+        sim.reap(ChildEnd::Exited(0), false);
+        assert_eq!(sim.count(|a| matches!(a, Action::StopLeftovers { .. })), 0);
+        assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
+        assert_eq!(sim.m.deadline(), None);
+        sim.take();
+        sim.at(100.0).send(Event::Signal(SIGTERM));
+        assert!(sim.log.is_empty(), "an exited machine does nothing");
+    }
+
+    #[test]
+    fn no_cleanup_leaves_the_rest_running() {
+        let mut set = settings();
+        set.cleanup = false;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.reap(ChildEnd::Exited(5), true);
+        assert_eq!(sim.count(|a| matches!(a, Action::StopLeftovers { .. })), 0);
+        assert_eq!(sim.outcome(), Some(Outcome::Code(5)));
+    }
+
+    #[test]
+    fn after_a_tree_wide_stop_leftovers_are_not_signalled_again() {
+        let mut sim = Sim::stall(1.0);
+        sim.at(1.0).at(2.0);
+        sim.take();
+        sim.reap(ChildEnd::Exited(0), true);
+        assert_eq!(sim.count(|a| matches!(a, Action::StopLeftovers { .. })), 0);
+        // The grace of the drain goes on: kill at 2s + 10s, not 10s from the child's end.
+        sim.at(11.9);
+        assert_eq!(sim.count(is_kill), 0);
+        sim.at(12.0);
+        assert!(sim.log.contains(&Action::Kill { sig: SIGKILL, main_alive: false }));
+    }
+
+    #[test]
+    fn after_a_child_only_stop_leftovers_get_the_signal_when_the_child_ends() {
+        let mut set = settings();
+        set.stop_scope = StopScope::Child;
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        assert!(sim.log.contains(&Action::Stop { sig: SIGTERM, scope: StopScope::Child }));
+        sim.take();
+        sim.reap(ChildEnd::Exited(0), true);
+        assert_eq!(sim.log.iter().filter(|a| matches!(a, Action::StopLeftovers { .. })).count(), 1);
+    }
+
+    #[test]
+    fn grace_zero_kills_in_the_same_step() {
+        let mut set = settings();
+        set.grace = Duration::ZERO;
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        let stop = sim.log.iter().position(|a| matches!(a, Action::Stop { .. })).unwrap();
+        let kill = sim.log.iter().position(is_kill).expect("killed without waiting");
+        assert!(stop < kill);
+    }
+
+    // ---- --stop-cmd ----
+
+    #[test]
+    fn stop_cmd_replaces_the_signal_and_is_killed_when_the_child_ends() {
+        let mut set = settings();
+        set.stop_cmd = Some("kill -INT $WATCHD_PID".into());
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.world.stop_cmd = Err("cannot fork".into());
+        sim.at(1.0).at(2.0);
+        assert!(sim.has_line(
+            "stall: no CPU or I/O progress for 1s (1 process); running --stop-cmd, SIGKILL in 10s"
+        ));
+        assert!(sim.log.contains(&Action::RunStopCmd { cmd: "kill -INT $WATCHD_PID".into() }));
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        assert!(sim.has_line("--stop-cmd failed: cannot fork; the grace still runs"));
+        sim.take();
+        let ends = vec![Reap::StopCmd { pid: 9, end: ChildEnd::Exited(2) }];
+        sim.send(Event::Reaped { ends, children_left: true });
+        assert!(sim.has_line("--stop-cmd failed: it exited with status 2; the grace still runs"));
+        sim.now = sim.t0 + secs(3.0);
+        sim.reap(ChildEnd::Killed(SIGINT), true);
+        assert!(sim.log.contains(&Action::KillStopCmd));
+        assert!(
+            sim.log.contains(&Action::StopLeftovers { sig: SIGTERM }),
+            "the command never stopped the rest"
+        );
+        sim.send(Event::Reaped { ends: vec![], children_left: false });
+        assert!(sim.has_line("stall: child killed by SIGINT 1s after --stop-cmd"));
+    }
+
+    // ---- signals ----
+
+    #[test]
+    fn signals_go_where_forward_to_says_and_are_reported_once_delivered() {
+        for to in [ForwardTo::Child, ForwardTo::Group, ForwardTo::Tree] {
+            let mut set = settings();
+            set.forward_to = to;
+            let mut sim = Sim::new(set, Limits::none(HZ));
+            sim.take();
+            sim.send(Event::Signal(SIGUSR1));
+            assert_eq!(sim.log[0], Action::Forward { sig: SIGUSR1, to });
+            let name = to_name(to);
+            assert!(sim.has_line(&format!("forwarded SIGUSR1 to the {name}")));
+            assert!(
+                sim.log
+                    .contains(&Action::Emit(Record::Signal { signal: "SIGUSR1".into(), to: name }))
+            );
+        }
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.world.delivered = false;
+        sim.take();
+        sim.send(Event::Signal(SIGUSR1));
+        assert_eq!(sim.log, [Action::Forward { sig: SIGUSR1, to: ForwardTo::Child }]);
+        // Not delivered, so a later death by it is a surprise.
+        sim.reap(ChildEnd::Killed(SIGUSR1), false);
+        assert!(sim.has_line("child killed by SIGUSR1, not sent by watchd"));
+    }
+
+    #[test]
+    fn quiet_forwarding_formats_nothing() {
+        let mut set = settings();
+        set.details = false;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        assert!(sim.lines().is_empty());
+        sim.take();
+        sim.send(Event::Signal(SIGUSR1));
+        assert_eq!(sim.log, [Action::Forward { sig: SIGUSR1, to: ForwardTo::Child }]);
+    }
+
+    #[test]
+    fn sigcont_passes_the_terminal_on_before_it_is_forwarded() {
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.take();
+        sim.send(Event::Signal(SIGCONT));
+        assert_eq!(sim.log[0], Action::GiveTerminal { then: AfterTerminal::Nothing });
+        assert_eq!(sim.log[1], Action::Forward { sig: SIGCONT, to: ForwardTo::Child });
+        let mut set = settings();
+        set.pid1 = true;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.take();
+        sim.send(Event::Signal(SIGCONT));
+        assert_eq!(sim.log[0], Action::Forward { sig: SIGCONT, to: ForwardTo::Child });
+    }
+
+    // ---- job control ----
+
+    #[test]
+    fn ctrl_z_stops_watchd_too_and_fg_resumes_the_group() {
+        let mut sim = Sim::stall(2.0);
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGTSTP, on_terminal: true });
+        assert_eq!(
+            sim.log,
+            [
+                Action::StopSelf(SIGTSTP),
+                Action::GiveTerminal { then: AfterTerminal::Nothing },
+                Action::ContinueGroup
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stopped_watchd_window_does_not_count_towards_a_stall() {
+        let mut sim = Sim::stall(2.0);
+        sim.at(1.0).at(2.0);
+        // Stopped by Ctrl-Z between the probes at 2s and 3s (fg came back at 2.9s).
+        sim.now = sim.t0 + secs(2.5);
+        sim.send(Event::MainStopped { sig: SIGTSTP, on_terminal: true });
+        sim.take();
+        sim.at(3.0);
+        assert_eq!(
+            sim.count(|a| matches!(a, Action::Stop { .. })),
+            0,
+            "the void window is not a stall"
+        );
+        sim.at(4.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1, "1s before + 1s after");
+    }
+
+    #[test]
+    fn job_control_applies_only_on_watchds_own_terminal_and_never_as_pid1() {
+        let mut sim = Sim::stall(2.0);
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGTSTP, on_terminal: false });
+        assert!(sim.log.is_empty());
+        let mut set = settings();
+        set.pid1 = true;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGTSTP, on_terminal: true });
+        assert!(sim.log.is_empty());
+    }
+
+    #[test]
+    fn a_child_touching_the_terminal_gets_it_if_watchd_has_it_else_watchd_stops() {
+        let mut sim = Sim::stall(2.0);
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGTTIN, on_terminal: true });
+        assert_eq!(
+            sim.log,
+            [Action::GiveTerminal { then: AfterTerminal::Touched(SIGTTIN) }, Action::ContinueGroup]
+        );
+        sim.world.terminal = false;
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGTTOU, on_terminal: true });
+        assert_eq!(sim.log[1], Action::StopSelf(SIGTTOU));
+        // An ignored stop signal cannot stop watchd: SIGSTOP instead, as for SIGSTOP itself.
+        let mut set = settings();
+        set.ignored.add(SIGTTIN);
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.world.terminal = false;
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGTTIN, on_terminal: true });
+        assert_eq!(sim.log[1], Action::StopSelf(SIGSTOP));
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGSTOP, on_terminal: true });
+        assert_eq!(sim.log[0], Action::StopSelf(SIGSTOP));
+    }
+
+    // ---- how watchd ends ----
+
+    #[test]
+    fn a_death_by_signal_is_reraised_or_128_plus_n_as_pid1() {
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.send(Event::Signal(SIGTERM)).reap(ChildEnd::Killed(SIGTERM), false);
+        assert_eq!(sim.outcome(), Some(Outcome::Reraise(SIGTERM)));
+        assert!(!sim.has_line("not sent by watchd"), "watchd forwarded it: no surprise");
+        let mut set = settings();
+        set.pid1 = true;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert_eq!(sim.outcome(), Some(Outcome::Code(143)));
+    }
+
+    #[test]
+    fn surprise_deaths_are_diagnosed_with_the_last_figures_and_the_oom_finding() {
+        let mut sim = Sim::stall(60.0);
+        sim.at(1.0);
+        let ends = vec![Reap::Main {
+            pid: 100,
+            end: ChildEnd::Killed(SIGKILL),
+            oom: Some("the kernel's OOM killer: oom_kill of its memory cgroup rose by 1".into()),
+        }];
+        sim.send(Event::Reaped { ends, children_left: false });
+        assert!(sim.has_line(
+            "child killed by SIGKILL, not sent by watchd (the kernel's OOM killer: oom_kill of its \
+             memory cgroup rose by 1); last seen 1.0 MiB resident, ? cores, 1 process, 0s since progress"
+        ));
+        let diagnosis = sim.log.iter().find_map(|a| match a {
+            Action::Emit(Record::Exit { diagnosis, .. }) => diagnosis.clone(),
+            _ => None,
+        });
+        assert!(diagnosis.unwrap().contains("OOM killer"));
+    }
+
+    #[test]
+    fn ctrl_c_and_sigpipe_deaths_are_not_explained() {
+        for sig in [SIGINT, SIGPIPE] {
+            let mut sim = Sim::new(settings(), Limits::none(HZ));
+            sim.reap(ChildEnd::Killed(sig), false);
+            assert!(!sim.has_line("not sent by watchd"), "{sig}");
+            assert_eq!(sim.outcome(), Some(Outcome::Reraise(sig)));
+        }
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert!(sim.has_line("child killed by SIGTERM, not sent by watchd; no probe had run yet"));
+    }
+
+    #[test]
+    fn every_reaped_child_is_an_event_and_the_exit_line_is_verbose() {
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.now = sim.t0 + secs(2.0);
+        let ends = vec![
+            Reap::Orphan { pid: 5, end: ChildEnd::Exited(0) },
+            Reap::Main { pid: 100, end: ChildEnd::Exited(1), oom: None },
+        ];
+        sim.send(Event::Reaped { ends, children_left: false });
+        assert_eq!(sim.events(), ["start", "reap", "reap", "exit"]);
+        assert!(
+            sim.log.contains(&Action::Say(
+                Level::Verbose,
+                "child exited with status 1 after 2s".into()
+            ))
+        );
+        assert!(sim.log.contains(&Action::ReturnTerminal));
+        assert_eq!(sim.outcome(), Some(Outcome::Code(1)));
+    }
+}

@@ -1,0 +1,291 @@
+//! The metrics textfile: the Prometheus text exposition of one probe, rewritten atomically.
+
+use std::ffi::OsString;
+use std::fmt::{self, Display, Write as _};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::Path;
+
+use crate::reason::Reason;
+
+/// The figures of one probe, as the metrics textfile shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub cpu_cores: f64,
+    pub cpu_seconds_total: f64,
+    pub io_bytes_total: u64,
+    pub rss_bytes: u64,
+    pub processes: u32,
+    pub seconds_since_progress: f64,
+    /// Stops so far, indexed like [`Reason::ALL`].
+    pub stops_total: [u64; Reason::ALL.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            cpu_cores: 0.0,
+            cpu_seconds_total: 0.0,
+            io_bytes_total: 0,
+            rss_bytes: 0,
+            processes: 0,
+            seconds_since_progress: 0.0,
+            stops_total: [0; Reason::ALL.len()],
+        }
+    }
+}
+
+/// The metrics in the Prometheus text exposition format 0.0.4: `# HELP`, `# TYPE` and the
+/// samples of each family; names ending `_total` are counters, the rest gauges.
+pub fn render_metrics(m: &Metrics) -> String {
+    let mut out = String::with_capacity(1536);
+    let gauges_and_counters: [(&str, &str, Value); 6] = [
+        (
+            "watchd_cpu_cores",
+            "CPU cores used by the command's process tree over the last probe interval.",
+            Value::F64(m.cpu_cores),
+        ),
+        (
+            "watchd_cpu_seconds_total",
+            "CPU time used by the command's process tree, reaped processes included, in seconds.",
+            Value::F64(m.cpu_seconds_total),
+        ),
+        (
+            "watchd_io_bytes_total",
+            "Bytes read and written by the command's process tree (rchar + wchar).",
+            Value::U64(m.io_bytes_total),
+        ),
+        (
+            "watchd_rss_bytes",
+            "Resident memory of the command's process tree in bytes.",
+            Value::U64(m.rss_bytes),
+        ),
+        (
+            "watchd_processes",
+            "Live processes in the command's process tree.",
+            Value::U64(u64::from(m.processes)),
+        ),
+        (
+            "watchd_seconds_since_progress",
+            "Seconds since the command's process tree last showed evidence of life.",
+            Value::F64(m.seconds_since_progress),
+        ),
+    ];
+    for (name, help, value) in gauges_and_counters {
+        family_header(&mut out, name, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "watchd_stops_total";
+    family_header(&mut out, name, "Times watchd stopped the command, by trigger reason.");
+    for (reason, count) in Reason::ALL.iter().zip(m.stops_total) {
+        // Reason names are fixed identifiers: nothing to escape in a label value.
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+    }
+    out
+}
+
+fn family_header(out: &mut String, name: &str, help: &str) {
+    let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A sample value as Prometheus spells it.
+enum Value {
+    F64(f64),
+    U64(u64),
+}
+
+impl Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Value::U64(v) => write!(f, "{v}"),
+            Value::F64(v) if v.is_nan() => f.write_str("NaN"),
+            Value::F64(v) if v == f64::INFINITY => f.write_str("+Inf"),
+            Value::F64(v) if v == f64::NEG_INFINITY => f.write_str("-Inf"),
+            // Rust's shortest round-trip form, never an exponent: Go's ParseFloat reads it.
+            Value::F64(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// Replaces the file at `path` with `text` atomically: a reader (node_exporter) sees the old
+/// content or the new, never a partial file. The text goes to `.<name>.tmp.<pid>` in the same
+/// directory, which is then renamed over `path`. One writer per path per process: the temp
+/// name is per pid, which is all watchd (one writer, one thread) needs.
+pub fn write_metrics(path: &Path, text: &str) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+
+    // A leftover from an earlier watchd with our pid (or a symlink planted in a shared directory)
+    // goes first, and the temp file is created exclusively: nothing is written through a link.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let result = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Scratch;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn sample_metrics() -> Metrics {
+        let mut m = Metrics {
+            cpu_cores: 0.98,
+            cpu_seconds_total: 123.456789,
+            io_bytes_total: 1 << 40,
+            rss_bytes: 2_040_109_465,
+            processes: 4,
+            seconds_since_progress: 12.5,
+            ..Metrics::default()
+        };
+        m.stops_total[Reason::Stall.index()] = 2;
+        m.stops_total[Reason::Rss.index()] = 1;
+        m
+    }
+
+    type Pairs = Vec<(String, String)>;
+
+    /// (name, type) of every family and (series, value) of every sample, checking the
+    /// HELP-TYPE-samples layout on the way.
+    fn parse_exposition(text: &str) -> (Pairs, Pairs) {
+        assert!(text.ends_with('\n'));
+        let mut families = Vec::new();
+        let mut samples = Vec::new();
+        let mut lines = text.lines().peekable();
+        while let Some(help) = lines.next() {
+            let mut h = help.splitn(4, ' ');
+            assert_eq!((h.next(), h.next()), (Some("#"), Some("HELP")), "{help}");
+            let name = h.next().unwrap().to_string();
+            assert!(!h.next().unwrap_or("").is_empty(), "empty help: {help}");
+            let ty = lines.next().unwrap();
+            let kind = ty
+                .strip_prefix(&format!("# TYPE {name} "))
+                .unwrap_or_else(|| panic!("no TYPE after HELP of {name}: {ty}"));
+            families.push((name.clone(), kind.to_string()));
+            while lines.peek().is_some_and(|l| !l.starts_with('#')) {
+                let line = lines.next().unwrap();
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let base = series.split('{').next().unwrap();
+                assert_eq!(base, name, "{line}");
+                samples.push((series.to_string(), value.to_string()));
+            }
+        }
+        (families, samples)
+    }
+
+    #[test]
+    fn metrics_have_the_spec_names_help_and_types() {
+        let (families, samples) = parse_exposition(&render_metrics(&sample_metrics()));
+        let want = [
+            ("watchd_cpu_cores", "gauge"),
+            ("watchd_cpu_seconds_total", "counter"),
+            ("watchd_io_bytes_total", "counter"),
+            ("watchd_rss_bytes", "gauge"),
+            ("watchd_processes", "gauge"),
+            ("watchd_seconds_since_progress", "gauge"),
+            ("watchd_stops_total", "counter"),
+        ];
+        let want: Vec<_> = want.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
+        assert_eq!(families, want);
+        let want_samples = [
+            ("watchd_cpu_cores", "0.98"),
+            ("watchd_cpu_seconds_total", "123.456789"),
+            ("watchd_io_bytes_total", "1099511627776"),
+            ("watchd_rss_bytes", "2040109465"),
+            ("watchd_processes", "4"),
+            ("watchd_seconds_since_progress", "12.5"),
+            ("watchd_stops_total{reason=\"stall\"}", "2"),
+            ("watchd_stops_total{reason=\"timeout\"}", "0"),
+            ("watchd_stops_total{reason=\"cpu-soft\"}", "0"),
+            ("watchd_stops_total{reason=\"cpu-hard\"}", "0"),
+            ("watchd_stops_total{reason=\"rss\"}", "1"),
+        ];
+        let want_samples: Vec<_> =
+            want_samples.iter().map(|(s, v)| (s.to_string(), v.to_string())).collect();
+        assert_eq!(samples, want_samples);
+    }
+
+    #[test]
+    fn metrics_spell_non_finite_values_the_prometheus_way() {
+        let m = Metrics {
+            cpu_cores: f64::NAN,
+            cpu_seconds_total: f64::INFINITY,
+            seconds_since_progress: f64::NEG_INFINITY,
+            ..Metrics::default()
+        };
+        let text = render_metrics(&m);
+        assert!(text.contains("\nwatchd_cpu_cores NaN\n"), "{text}");
+        assert!(text.contains("\nwatchd_cpu_seconds_total +Inf\n"), "{text}");
+        assert!(text.contains("\nwatchd_seconds_since_progress -Inf\n"), "{text}");
+    }
+
+    #[test]
+    fn write_metrics_is_never_observed_partial() {
+        let dir = Scratch::new("atomic");
+        let path = dir.0.join("m.prom");
+        // Large enough that a non-atomic rewrite would be caught half-written.
+        let a = "a".repeat(256 * 1024);
+        let b = "b".repeat(128 * 1024);
+        write_metrics(&path, &a).unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) || reads == 0 {
+                    let got = fs::read_to_string(&path).unwrap();
+                    assert!(got == a || got == b, "partial read of {} bytes", got.len());
+                    reads += 1;
+                }
+            });
+            for i in 0..200 {
+                write_metrics(&path, if i % 2 == 0 { &b } else { &a }).unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            reader.join().unwrap();
+        });
+        assert_eq!(dir.entries(), ["m.prom"]);
+    }
+
+    #[test]
+    fn write_metrics_into_a_missing_directory_fails() {
+        let dir = Scratch::new("missing");
+        let path = dir.0.join("no/such/dir/m.prom");
+        assert!(write_metrics(&path, "x\n").is_err());
+        assert!(write_metrics(Path::new("/"), "x\n").is_err());
+        assert_eq!(dir.entries(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn write_metrics_does_not_write_through_a_planted_temp_symlink() {
+        let dir = Scratch::new("symlink");
+        let victim = dir.0.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let tmp = dir.0.join(format!(".m.prom.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_metrics(&dir.0.join("m.prom"), "new\n").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_to_string(dir.0.join("m.prom")).unwrap(), "new\n");
+        assert_eq!(dir.entries(), ["m.prom", "victim"]);
+    }
+}
