@@ -45,7 +45,7 @@ const NAMES: &[(&str, i32)] = &[
     ("SYS", libc::SIGSYS),
 ];
 
-/// The standard signals watchd passes on to the child (SPEC "What it always does", 3).
+/// The standard signals watchd passes on to the child (README, "Signals").
 /// Real-time signals are forwarded too; see [`forwarded`].
 const FORWARDED: &[i32] = &[
     libc::SIGHUP,
@@ -164,7 +164,7 @@ pub fn parse(text: &str) -> Result<Signal, String> {
     })
 }
 
-/// Every signal watchd forwards: the standard list of SPEC plus all real-time signals.
+/// Every signal watchd forwards: the standard list plus all real-time signals.
 pub fn forwarded() -> impl Iterator<Item = Signal> {
     FORWARDED.iter().copied().chain(rtmin()..=rtmax()).map(Signal)
 }

@@ -1,4 +1,4 @@
-//! Job control on a real pseudo-terminal (SPEC "What it always does" item 2): an interactive
+//! Job control on a real pseudo-terminal (README, "On the command line"): an interactive
 //! bash drives watchd as a user would, and the test checks what the user sees (prompt, `jobs`,
 //! `$?`, echoed input) and what the kernel says (/proc states, process groups, the terminal's
 //! foreground group).

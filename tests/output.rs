@@ -80,7 +80,7 @@ fn events_of(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Checks the keys of an event against SPEC, in order, and returns it.
+/// Checks the keys of an event against the README's table, in order, and returns it.
 #[track_caller]
 fn check_fields(ev: &Value, fields: &[&str]) {
     let obj = ev.as_object().expect("an object");

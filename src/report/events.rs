@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::{Display, Write as _};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One JSON-lines event, in the vocabulary of the SPEC's "Output" section.
+/// One JSON-lines event, in the vocabulary of the README's "Events and metrics".
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Start {
@@ -74,7 +74,7 @@ impl Event {
 
 /// One JSON object, no trailing newline: `{"ts":"2026-11-22T20:21:00.123Z","event":"start",...}`.
 ///
-/// `ts` is RFC 3339 UTC with milliseconds; fields follow in the SPEC's order. `None` is written as
+/// `ts` is RFC 3339 UTC with milliseconds; fields follow in the README's order. `None` is written as
 /// `null` so consumers see a fixed schema (except `stop`, see [`Event::Stop`]). Floats have at most
 /// three decimals; NaN and infinities are `null`.
 pub fn event_json(ev: &Event, ts: SystemTime) -> String {
