@@ -34,7 +34,13 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         })?),
         None => None,
     };
-    let reporter = Reporter::new(config.verbosity, events, config.metrics_file.clone());
+    let metrics = match &config.metrics_file {
+        Some(path) => Some(report::MetricsFile::new(path).map_err(|err| {
+            anyhow::anyhow!("invalid value '{}' for '--metrics-file <PATH>': {err}", path.display())
+        })?),
+        None => None,
+    };
+    let mut reporter = Reporter::new(config.verbosity, events, metrics);
 
     // Every signal watchd handles is blocked and read from a signalfd: no handlers run, so the
     // child's dispositions are untouched, and PID 1 still receives them (blocked signals are
@@ -183,9 +189,10 @@ impl Driver {
         }
     }
 
-    /// Sleeps in the kernel until a signal arrives or the machine's deadline passes; true if
-    /// the deadline passed.
-    fn wait(&self) -> bool {
+    /// Sleeps in the kernel until a signal arrives, output that waited can go on, or the
+    /// machine's deadline passes; true if the deadline passed.
+    fn wait(&mut self) -> bool {
+        use nix::poll::{PollFd, PollFlags};
         let timeout_ms = match self.machine.deadline() {
             None => -1,
             Some(t) => {
@@ -194,8 +201,15 @@ impl Driver {
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
-        let mut fds = [nix::poll::PollFd::new(self.sigfd.as_fd(), nix::poll::PollFlags::POLLIN)];
-        sys::poll(&mut fds, timeout_ms)
+        let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
+        fds.extend(self.reporter.waiting().map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
+        let waiting_output = fds.len() > 1;
+        let timed_out = sys::poll(&mut fds, timeout_ms);
+        drop(fds);
+        if waiting_output {
+            self.reporter.flush();
+        }
+        timed_out
     }
 
     /// Reads every pending signal; returns whether a SIGCHLD was among them.

@@ -529,6 +529,7 @@ impl Machine {
             processes: sample.processes,
             seconds_since_progress: since,
             stops_total: self.stops_total,
+            output_dropped: 0,
         }));
         self.ladder(now, out);
     }
@@ -537,46 +538,44 @@ impl Machine {
     /// grace. A second trigger during a drain is recorded but changes nothing.
     fn trigger(&mut self, trigger: Trigger, now: Instant, out: &mut Vec<Action>) {
         let Trigger { reason, detail } = trigger;
-        out.push(Action::Emit(Record::Trigger { reason: reason.as_str(), detail: detail.clone() }));
+        let record = Record::Trigger { reason: reason.as_str(), detail: detail.clone() };
         if self.state != State::Running {
+            out.push(Action::Emit(record));
             return;
         }
         self.stops_total[reason.index()] += 1;
-        let (grace, kill) = (self.set.grace, self.set.kill_signal);
-        let (how, action) = match &self.set.stop_cmd {
-            Some(_) => ("--stop-cmd".to_string(), "running --stop-cmd".to_string()),
-            None => (self.set.stop_signal.to_string(), format!("sending {}", self.set.stop_signal)),
+        let (grace, kill, sig) = (self.set.grace, self.set.kill_signal, self.set.stop_signal);
+        let grace_s = grace.as_secs_f64();
+        let line = |action: &str| {
+            format!("{reason}: {detail}; {action}, {kill} in {}", human_duration(grace))
         };
-        let grace_text = human_duration(grace);
-        self.say(
-            out,
-            Level::Normal,
-            format!("{reason}: {detail}; {action}, {kill} in {grace_text}"),
-        );
-        self.stopped = Some(Stopped { reason, at: now, how: how.clone() });
-        let rest_stopped = match &self.set.stop_cmd {
+        let rest_stopped = match self.set.stop_cmd.clone() {
             Some(cmd) => {
-                let cmd = cmd.clone();
+                self.stopped = Some(Stopped { reason, at: now, how: "--stop-cmd".into() });
+                out.push(Action::Emit(record));
+                self.say(out, Level::Normal, line("running --stop-cmd"));
                 out.push(Action::Emit(Record::Stop {
                     signal: None,
                     cmd: Some(cmd.clone()),
-                    grace_s: grace.as_secs_f64(),
+                    grace_s,
                 }));
                 out.push(Action::RunStopCmd { cmd });
                 false
             }
             None => {
-                let sig = self.set.stop_signal;
-                out.push(Action::Emit(Record::Stop {
-                    signal: Some(how),
-                    cmd: None,
-                    grace_s: grace.as_secs_f64(),
-                }));
-                // The main child gets it directly, exactly once (many programs take a second
-                // SIGTERM or SIGINT as "quit now"); then the rest of the tree, if the scope
-                // says so.
+                self.stopped = Some(Stopped { reason, at: now, how: sig.to_string() });
+                // Act first, then say so. The main child gets the signal directly, exactly
+                // once (many programs take a second SIGTERM or SIGINT as "quit now"); then the
+                // rest of the tree, if the scope says so.
                 out.push(Action::Stop { sig, scope: self.set.stop_scope });
                 self.sent_to_main.add(sig);
+                out.push(Action::Emit(record));
+                self.say(out, Level::Normal, line(&format!("sending {sig}")));
+                out.push(Action::Emit(Record::Stop {
+                    signal: Some(sig.to_string()),
+                    cmd: None,
+                    grace_s,
+                }));
                 self.set.stop_scope == StopScope::Tree
             }
         };
@@ -648,6 +647,8 @@ impl Machine {
             reason: self.stopped.as_ref().map(|s| s.reason.as_str()),
             duration_s: duration.as_secs_f64(),
             diagnosis,
+            restarts: 0,
+            dropped: 0,
         }));
         let ending = Ending::Child { end, stopped: self.stopped.is_some() };
         out.push(Action::Exit(exit::outcome(ending, self.set.exit_code_on_stop, self.set.pid1)));

@@ -236,15 +236,19 @@ pub fn become_subreaper() -> io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
 }
 
+/// A borrowed standard descriptor (0, 1 or 2), which stays open for watchd's whole life
+/// (`reserve_standard_fds` parks /dev/null on a closed one).
+pub fn standard_fd(fd: RawFd) -> BorrowedFd<'static> {
+    assert!((0..3).contains(&fd), "not a standard descriptor: {fd}");
+    // SAFETY: 0, 1 and 2 are open from `reserve_standard_fds` on and never closed by watchd.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
 /// The terminal on stdin, if stdin is one.
 fn stdin_tty() -> Option<BorrowedFd<'static>> {
     use std::io::IsTerminal;
     let stdin = io::stdin();
-    stdin.is_terminal().then(|| {
-        // SAFETY: fd 0 stays open for watchd's whole life (reserve_standard_fds parks /dev/null
-        // there if it was closed), so a 'static borrow of it is valid.
-        unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) }
-    })
+    stdin.is_terminal().then(|| standard_fd(libc::STDIN_FILENO))
 }
 
 /// Whether stdin is watchd's controlling terminal, whoever is in its foreground.
@@ -331,6 +335,29 @@ pub fn poll(fds: &mut [nix::poll::PollFd<'_>], timeout_ms: i32) -> bool {
     use nix::poll::PollTimeout;
     let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
     matches!(nix::poll::poll(fds, timeout), Ok(0))
+}
+
+/// Writes `buf` to `fd` without ever waiting: `pwritev2(RWF_NOWAIT)` on the shared
+/// description, so the descriptor's own flags (which the child shares) stay untouched. EAGAIN
+/// when it would block; EOPNOTSUPP where the file type or kernel cannot do it per call.
+pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
+    let iov = libc::iovec { iov_base: buf.as_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: `iov` describes `buf`, which outlives the call and is only read; offset -1 means
+    // the current position, as write(2).
+    let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// A descriptor of our own onto the open file behind `fd`, with its own flags (O_NONBLOCK):
+/// re-opening `/proc/self/fd/N` makes a new open file description for a pipe, FIFO or
+/// terminal, so the child's shared one keeps blocking as before. Never for a regular file,
+/// whose new description would have an offset of its own.
+pub fn reopen_nonblocking(fd: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let flags = OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    open(path.as_str(), flags, Mode::empty())
 }
 
 /// Borrows a descriptor for poll.

@@ -53,6 +53,11 @@ pub enum Event {
         reason: Option<&'static str>,
         duration_s: f64,
         diagnosis: Option<String>,
+        /// Restarts before the last run.
+        restarts: u32,
+        /// Lines and events dropped because they could not be written at once (filled in by
+        /// the reporter, which is the one that knows).
+        dropped: u64,
     },
 }
 
@@ -122,12 +127,14 @@ pub fn event_json(ev: &Event, ts: SystemTime) -> String {
             o.int("pid", *pid);
             o.str("status", status);
         }
-        Event::Exit { code, signal, reason, duration_s, diagnosis } => {
+        Event::Exit { code, signal, reason, duration_s, diagnosis, restarts, dropped } => {
             o.opt_int("code", *code);
             o.opt_str("signal", signal.as_deref());
             o.opt_str("reason", *reason);
             o.float("duration_s", *duration_s);
             o.opt_str("diagnosis", diagnosis.as_deref());
+            o.int("restarts", *restarts);
+            o.int("dropped", *dropped);
         }
     }
     o.finish()
@@ -455,6 +462,8 @@ mod tests {
                 ("reason", reason),
                 ("duration_s", Kind::Num),
                 ("diagnosis", diagnosis),
+                ("restarts", Kind::Int),
+                ("dropped", Kind::Int),
             ]
         };
         let exited = Event::Exit {
@@ -463,6 +472,8 @@ mod tests {
             reason: None,
             duration_s: 1.5,
             diagnosis: None,
+            restarts: 0,
+            dropped: 0,
         };
         let v = check(&exited, "exit", &fields(Kind::Int, Kind::Null, Kind::Null, Kind::Null));
         assert_eq!((&v["code"], v["duration_s"].as_f64()), (&J::from(3), Some(1.5)));
@@ -473,12 +484,15 @@ mod tests {
             reason: Some("stall"),
             duration_s: 41.0004,
             diagnosis: Some("the kernel's OOM killer: oom_kill rose by 1".into()),
+            restarts: 2,
+            dropped: 7,
         };
         let v = check(&stopped, "exit", &fields(Kind::Null, Kind::Str, Kind::Str, Kind::Str));
         assert_eq!(v["signal"], "SIGKILL");
         assert_eq!(v["reason"], "stall");
         assert_eq!(v["duration_s"].as_f64(), Some(41.0));
         assert_eq!(v["diagnosis"], "the kernel's OOM killer: oom_kill rose by 1");
+        assert_eq!((&v["restarts"], &v["dropped"]), (&J::from(2), &J::from(7)));
 
         let negative = Event::Exit {
             code: Some(-1),
@@ -486,6 +500,8 @@ mod tests {
             reason: None,
             duration_s: 0.0,
             diagnosis: None,
+            restarts: 0,
+            dropped: 0,
         };
         assert_eq!(
             check(&negative, "exit", &fields(Kind::Int, Kind::Null, Kind::Null, Kind::Null))["code"],

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::fmt::{self, Display, Write as _};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::reason::Reason;
 
@@ -19,6 +19,8 @@ pub struct Metrics {
     pub seconds_since_progress: f64,
     /// Stops so far, indexed like [`Reason::ALL`].
     pub stops_total: [u64; Reason::ALL.len()],
+    /// Lines and events dropped because they could not be written at once.
+    pub output_dropped: u64,
 }
 
 impl Default for Metrics {
@@ -31,6 +33,7 @@ impl Default for Metrics {
             processes: 0,
             seconds_since_progress: 0.0,
             stops_total: [0; Reason::ALL.len()],
+            output_dropped: 0,
         }
     }
 }
@@ -81,6 +84,10 @@ pub fn render_metrics(m: &Metrics) -> String {
         // Reason names are fixed identifiers: nothing to escape in a label value.
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
     }
+    let name = "watchd_output_dropped_total";
+    let help = "Lines and events watchd dropped because its output could not take them at once.";
+    family_header(&mut out, name, help);
+    let _ = writeln!(out, "{name} {}", m.output_dropped);
     out
 }
 
@@ -108,11 +115,88 @@ impl Display for Value {
     }
 }
 
-/// Replaces the file at `path` with `text` atomically: a reader (node_exporter) sees the old
-/// content or the new, never a partial file. The text goes to `.<name>.tmp.<pid>` in the same
-/// directory, which is then renamed over `path`. One writer per path per process: the temp
-/// name is per pid, which is all watchd (one writer, one thread) needs.
-pub fn write_metrics(path: &Path, text: &str) -> io::Result<()> {
+/// The `--metrics-file` target. A regular file (or a name not yet taken) is replaced
+/// atomically through a temp file and a rename in its directory, so a reader (node_exporter)
+/// sees the old content or the new, never a part. Anything else (a device such as /dev/null, a
+/// FIFO, a socket) is written into and never replaced: watchd replaces only what it creates.
+/// A symbolic link is followed only when it belongs to watchd's user (or root): a link planted
+/// in a shared directory must not aim watchd's writes elsewhere.
+#[derive(Debug)]
+pub struct MetricsFile {
+    path: PathBuf,
+}
+
+impl MetricsFile {
+    /// Checks what can be checked before the command starts: a path that names no file or a
+    /// directory is a usage error.
+    pub fn new(path: &Path) -> Result<MetricsFile, String> {
+        if path.file_name().is_none() {
+            return Err("the path names no file".to_string());
+        }
+        if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err("it is a directory".to_string());
+        }
+        Ok(MetricsFile { path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `text` as the target's kind asks.
+    pub fn write(&self, text: &str) -> io::Result<()> {
+        let path = self.resolve()?;
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => Err(io::Error::other("it is a directory")),
+            Ok(meta) if !meta.is_file() => write_into(&path, text),
+            _ => replace(&path, text),
+        }
+    }
+
+    /// The path to write: the link's target when the path is a link watchd may follow.
+    fn resolve(&self) -> io::Result<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::symlink_metadata(&self.path) else {
+            return Ok(self.path.clone());
+        };
+        if !meta.file_type().is_symlink() {
+            return Ok(self.path.clone());
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(io::Error::other(format!(
+                "it is a symbolic link owned by uid {}, not by watchd's user (uid {me}); \
+                 refusing to follow it",
+                meta.uid()
+            )));
+        }
+        // The target, or, for a link to a name not yet taken, that name.
+        match fs::canonicalize(&self.path) {
+            Ok(target) => Ok(target),
+            Err(_) => {
+                let target = fs::read_link(&self.path)?;
+                Ok(self.path.parent().map_or(target.clone(), |dir| dir.join(target)))
+            }
+        }
+    }
+}
+
+/// Writes into a special file without replacing it and without waiting (a FIFO nobody reads
+/// is ENXIO, a full one takes what fits).
+fn write_into(path: &Path, text: &str) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Replaces `path` with `text` atomically: the text goes to a temp file of a random name in
+/// the same directory, created exclusively (nothing is written through a link, and a name
+/// someone planted is skipped), which is then renamed over `path`.
+fn replace(path: &Path, text: &str) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
@@ -120,27 +204,48 @@ pub fn write_metrics(path: &Path, text: &str) -> io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let mut last = io::Error::other("no temp name was free");
+    for _ in 0..8 {
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp.{:016x}", random()));
+        let tmp = dir.join(tmp_name);
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o644)
+            .open(&tmp);
+        let mut file = match created {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                last = err;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let result = file.write_all(text.as_bytes()).and_then(|()| fs::rename(&tmp, path));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        return result;
+    }
+    Err(last)
+}
 
-    // A leftover from an earlier watchd with our pid (or a symlink planted in a shared directory)
-    // goes first, and the temp file is created exclusively: nothing is written through a link.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let result = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .and_then(|()| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+/// 64 unpredictable bits: std's hasher keys come from the OS's randomness, fresh for each
+/// `RandomState`.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish()
+}
+
+/// Writes `text` to the metrics file at `path` (tests and callers without a [`MetricsFile`]).
+#[cfg(test)]
+pub fn write_metrics(path: &Path, text: &str) -> io::Result<()> {
+    MetricsFile::new(path).map_err(io::Error::other)?.write(text)
 }
 
 #[cfg(test)]
@@ -205,6 +310,7 @@ mod tests {
             ("watchd_processes", "gauge"),
             ("watchd_seconds_since_progress", "gauge"),
             ("watchd_stops_total", "counter"),
+            ("watchd_output_dropped_total", "counter"),
         ];
         let want: Vec<_> = want.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
         assert_eq!(families, want);
@@ -220,6 +326,7 @@ mod tests {
             ("watchd_stops_total{reason=\"cpu-soft\"}", "0"),
             ("watchd_stops_total{reason=\"cpu-hard\"}", "0"),
             ("watchd_stops_total{reason=\"rss\"}", "1"),
+            ("watchd_output_dropped_total", "0"),
         ];
         let want_samples: Vec<_> =
             want_samples.iter().map(|(s, v)| (s.to_string(), v.to_string())).collect();
@@ -277,15 +384,92 @@ mod tests {
     }
 
     #[test]
-    fn write_metrics_does_not_write_through_a_planted_temp_symlink() {
-        let dir = Scratch::new("symlink");
+    fn special_files_are_written_into_and_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = Scratch::new("special");
+        let fifo = dir.0.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No reader: not written, not replaced, not waited for.
+        let m = MetricsFile::new(&fifo).unwrap();
+        assert!(m.write("x\n").is_err());
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        // With a reader: the text goes through the FIFO.
+        use std::os::unix::fs::OpenOptionsExt;
+        let reader =
+            std::fs::File::options().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        m.write("watchd_processes 1\n").unwrap();
+        let mut got = String::new();
+        use std::io::Read;
+        (&reader).read_to_string(&mut got).ok();
+        assert_eq!(got, "watchd_processes 1\n");
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+        // A character device (as root, one made here: a copy of /dev/null).
+        if nix::unistd::geteuid().is_root() {
+            let null = dir.0.join("null");
+            let dev = nix::sys::stat::makedev(1, 3);
+            nix::sys::stat::mknod(
+                &null,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                dev,
+            )
+            .unwrap();
+            MetricsFile::new(&null).unwrap().write("x\n").unwrap();
+            assert!(fs::symlink_metadata(&null).unwrap().file_type().is_char_device());
+            // Through a link watchd's user owns, as /dev/stdout is.
+            let link = dir.0.join("stdout");
+            std::os::unix::fs::symlink(&null, &link).unwrap();
+            MetricsFile::new(&link).unwrap().write("x\n").unwrap();
+            assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+            assert!(fs::symlink_metadata(&null).unwrap().file_type().is_char_device());
+        }
+    }
+
+    #[test]
+    fn a_directory_or_no_file_name_is_refused_up_front() {
+        let dir = Scratch::new("dir");
+        assert!(MetricsFile::new(&dir.0).is_err());
+        assert!(MetricsFile::new(Path::new("/")).is_err());
+        assert!(MetricsFile::new(Path::new("..")).is_err());
+        assert!(MetricsFile::new(&dir.0.join("m.prom")).is_ok());
+    }
+
+    #[test]
+    fn a_planted_temp_name_or_link_does_not_stop_or_redirect_the_metrics() {
+        let dir = Scratch::new("planted");
         let victim = dir.0.join("victim");
         fs::write(&victim, "precious").unwrap();
-        let tmp = dir.0.join(format!(".m.prom.tmp.{}", std::process::id()));
-        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        // The old predictable names, planted: a directory and a link.
+        fs::create_dir(dir.0.join(format!(".m.prom.tmp.{}", std::process::id()))).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.0.join(".m.prom.tmp.0")).unwrap();
         write_metrics(&dir.0.join("m.prom"), "new\n").unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
         assert_eq!(fs::read_to_string(dir.0.join("m.prom")).unwrap(), "new\n");
-        assert_eq!(dir.entries(), ["m.prom", "victim"]);
+        assert_eq!(dir.entries().len(), 4, "no temp file left: {:?}", dir.entries());
+    }
+
+    #[test]
+    fn a_link_owned_by_someone_else_is_not_followed() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // needs to chown a link to another user
+        }
+        let dir = Scratch::new("foreign");
+        let victim = dir.0.join("root-only");
+        fs::write(&victim, "precious").unwrap();
+        let link = dir.0.join("m.prom");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &link,
+            Some(nobody),
+            None,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        let err = MetricsFile::new(&link).unwrap().write("x\n").unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     }
 }
