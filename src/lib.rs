@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dump;
 pub mod exit;
 pub mod policy;
 pub mod probe;
