@@ -3,17 +3,24 @@
 //! and `write_event_json` turn that data into the stderr picture and the `dump` event, purely.
 
 mod calls;
+mod json;
 mod parse;
 mod read;
 #[rustfmt::skip]
 mod syscalls;
+mod text;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub use json::write_event_json;
 pub use parse::{FdKind, Syscall};
+pub use text::render_text;
+
+/// How many processes the stderr picture lists (SPEC: "At most 30 processes are listed").
+pub const TEXT_MAX: usize = 30;
 
 /// A process of the tree as the tree walk knows it; `starttime` (stat field 22, clock ticks
 /// after boot) tells it apart from a later process that got the same pid.
