@@ -10,6 +10,9 @@ mod read;
 mod syscalls;
 mod text;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc;
