@@ -15,7 +15,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use json::write_event_json;
@@ -185,6 +185,34 @@ enum Msg {
     Sockets(HashMap<u64, Socket>),
 }
 
+/// What the reader has handed over so far.
+#[derive(Default)]
+struct Shared {
+    processes: Vec<Process>,
+    /// Members read, gone ones included.
+    answered: usize,
+    sockets: HashMap<u64, Socket>,
+    /// The reader is through, sockets included.
+    done: bool,
+    /// The caller has taken its answer and left: the reader stops at its next member.
+    abandoned: bool,
+}
+
+impl Shared {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Member(p) => {
+                self.answered += 1;
+                self.processes.extend(p);
+            }
+            Msg::Sockets(found) => {
+                self.sockets = found;
+                self.done = true;
+            }
+        }
+    }
+}
+
 /// Reads every member's process and threads from /proc, and resolves the sockets that blocked
 /// calls name through /proc/net, once per network namespace.
 ///
@@ -206,38 +234,47 @@ pub fn snapshot(
     idle: impl Fn(i32, u64) -> Option<Duration>,
     until: Instant,
 ) -> Snapshot {
-    let mut processes = Vec::with_capacity(members.len());
-    let mut answered = 0;
-    let mut sockets = HashMap::new();
-    let mut take = |msg: Msg| match msg {
-        Msg::Member(p) => {
-            answered += 1;
-            processes.extend(p);
-        }
-        Msg::Sockets(found) => sockets = found,
-    };
+    if Instant::now() >= until {
+        return Snapshot { processes: Vec::new(), unread: members.len() };
+    }
     let list: Vec<(Member, Option<Duration>)> =
         members.iter().map(|&m| (m, idle(m.pid, m.starttime))).collect();
-    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
+    let theirs = Arc::clone(&shared);
     let worker_list = list.clone();
-    let worker = std::thread::Builder::new()
-        .name("watchd-dump".into())
-        .spawn(move || read::read_all(&worker_list, |msg| tx.send(msg).is_ok()));
-    if worker.is_ok() {
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            // Past the deadline even what is already queued stays unread: the caller's time is up.
-            match rx.recv_timeout(left) {
-                Ok(msg) if !left.is_zero() => take(msg),
-                _ => break,
+    let worker = std::thread::Builder::new().name("watchd-dump".into()).spawn(move || {
+        let (lock, finished) = &*theirs;
+        read::read_all(&worker_list, |msg| {
+            let mut s = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            if !s.abandoned {
+                s.take(msg);
+                if s.done {
+                    finished.notify_one();
+                }
             }
-        }
+            !s.abandoned
+        });
+    });
+    let Shared { mut processes, answered, sockets, .. } = if worker.is_ok() {
+        // The reader hands over each process under the lock without waking us: one wake-up
+        // at the end, not one per process.
+        let (lock, finished) = &*shared;
+        let s = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let left = until.saturating_duration_since(Instant::now());
+        let (mut s, _) = finished
+            .wait_timeout_while(s, left, |s| !s.done)
+            .unwrap_or_else(PoisonError::into_inner);
+        let answer = std::mem::take(&mut *s);
+        s.abandoned = true;
+        answer
     } else {
+        let mut s = Shared::default();
         read::read_all(&list, |msg| {
-            take(msg);
+            s.take(msg);
             Instant::now() < until
         });
-    }
+        s
+    };
     for p in &mut processes {
         for t in &mut p.tasks {
             if let Some(fd) = &mut t.fd

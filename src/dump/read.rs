@@ -51,7 +51,8 @@ enum Shape {
     /// a read that does not fill the buffer is the whole file, which saves the read that would
     /// return 0. Larger than 64 KiB is garbage.
     Record,
-    /// The first `CMDLINE_MAX` bytes are enough (cmdline).
+    /// The first `CMDLINE_MAX` bytes are enough (cmdline, which the kernel also hands out in
+    /// one read, however many pages it spans).
     Prefix,
     /// To the end, up to `NET_MAX` (a /proc/net table).
     Table,
@@ -316,7 +317,7 @@ impl Reader {
                 Ok(0) => return Ok(&self.buf[..len]),
                 Ok(n) => {
                     len += n;
-                    if shape == Shape::Record && len < end {
+                    if shape != Shape::Table && len < end {
                         return Ok(&self.buf[..len]);
                     }
                 }

@@ -404,6 +404,7 @@ fn dump_1000_processes() {
     let mut walls = Vec::with_capacity(rounds);
     let mut split = (Duration::ZERO, Duration::ZERO);
     let cpu_before = process_cpu();
+    let mut event_bytes = 0;
     for _ in 0..rounds {
         let t = Instant::now();
         let s = snapshot(&members, sampler, Instant::now() + Duration::from_secs(10));
@@ -414,6 +415,7 @@ fn dump_1000_processes() {
         let all = t.elapsed();
         assert_eq!((s.processes.len(), lines.len()), (1000, 31));
         walls.push(all);
+        event_bytes = out.len();
         split.0 += read;
         split.1 += all - read;
     }
@@ -422,7 +424,8 @@ fn dump_1000_processes() {
     let n = rounds as u32;
     println!(
         "dump of 1,000 processes (root: {}, sampler knows idle: {knows}): snapshot+render+event median {:?} min {:?} max {:?}; \
-         mean snapshot {:?}, mean render+event {:?}; CPU (user+sys, all threads) per round {:?}",
+         mean snapshot {:?}, mean render+event {:?}; CPU (user+sys, all threads) per round {:?}; \
+         event {event_bytes} bytes",
         root(),
         walls[rounds / 2],
         walls[0],
