@@ -198,6 +198,28 @@ struct Shared {
     abandoned: bool,
 }
 
+/// Gives a reader's message to the caller; false once the caller has left.
+fn hand_over(shared: &(Mutex<Shared>, Condvar), msg: Msg) -> bool {
+    let (lock, finished) = shared;
+    let mut s = lock.lock().unwrap_or_else(PoisonError::into_inner);
+    if s.abandoned {
+        return false;
+    }
+    s.take(msg);
+    if s.done {
+        finished.notify_one();
+    }
+    true
+}
+
+/// How many threads read `n` members: one per 128 members, at most 4 and no more than the CPUs
+/// watchd may use. /proc reads cost CPU in the kernel (about 50 µs a process here), so a big
+/// tree is read in parallel to keep the dump short; a small one is not worth a thread more.
+fn readers(n: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    n.div_ceil(128).clamp(1, cpus.min(4))
+}
+
 impl Shared {
     fn take(&mut self, msg: Msg) {
         match msg {
@@ -224,11 +246,12 @@ impl Shared {
 /// threads of a multi-threaded process always get the scheduler's figure; the one thread of a
 /// single-threaded process shares its process's, and sched is then read only when needed.
 ///
-/// The reads run on a thread of their own and the answer is whatever was read by `until`: a
-/// read that blocks (/proc/PID/cmdline waits for the process's memory map lock, which a process
-/// stuck in the kernel can hold) never holds up the caller past `until`; members not read by
-/// then are counted in `unread` and the thread is left to finish on its own. If no thread can
-/// be started, the reads run here, checking the time between processes.
+/// The reads run on threads of their own (more than one for a big tree, see `readers`) and the
+/// answer is whatever was read by `until`: a read that blocks (/proc/PID/cmdline waits for the
+/// process's memory map lock, which a process stuck in the kernel can hold) never holds up the
+/// caller past `until`; members not read by then are counted in `unread`, and the threads stop
+/// at their next member, or whenever the blocked read returns. If no thread can be started,
+/// the reads run here, checking the time between processes.
 pub fn snapshot(
     members: &[Member],
     idle: impl Fn(i32, u64) -> Option<Duration>,
@@ -237,27 +260,17 @@ pub fn snapshot(
     if Instant::now() >= until {
         return Snapshot { processes: Vec::new(), unread: members.len() };
     }
-    let list: Vec<(Member, Option<Duration>)> =
-        members.iter().map(|&m| (m, idle(m.pid, m.starttime))).collect();
+    let list: Arc<Vec<(Member, Option<Duration>)>> =
+        Arc::new(members.iter().map(|&m| (m, idle(m.pid, m.starttime))).collect());
     let shared = Arc::new((Mutex::new(Shared::default()), Condvar::new()));
-    let theirs = Arc::clone(&shared);
-    let worker_list = list.clone();
+    let (their_list, theirs) = (Arc::clone(&list), Arc::clone(&shared));
+    let threads = readers(list.len());
     let worker = std::thread::Builder::new().name("watchd-dump".into()).spawn(move || {
-        let (lock, finished) = &*theirs;
-        read::read_all(&worker_list, |msg| {
-            let mut s = lock.lock().unwrap_or_else(PoisonError::into_inner);
-            if !s.abandoned {
-                s.take(msg);
-                if s.done {
-                    finished.notify_one();
-                }
-            }
-            !s.abandoned
-        });
+        read::read_all(&their_list, threads, &|msg| hand_over(&theirs, msg));
     });
     let Shared { mut processes, answered, sockets, .. } = if worker.is_ok() {
-        // The reader hands over each process under the lock without waking us: one wake-up
-        // at the end, not one per process.
+        // Readers hand each process over under the lock without waking us: one wake-up at the
+        // end, not one per process.
         let (lock, finished) = &*shared;
         let s = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let left = until.saturating_duration_since(Instant::now());
@@ -268,12 +281,8 @@ pub fn snapshot(
         s.abandoned = true;
         answer
     } else {
-        let mut s = Shared::default();
-        read::read_all(&list, |msg| {
-            s.take(msg);
-            Instant::now() < until
-        });
-        s
+        read::read_all(&list, 1, &|msg| hand_over(&shared, msg) && Instant::now() < until);
+        std::mem::take(&mut *shared.0.lock().unwrap_or_else(PoisonError::into_inner))
     };
     for p in &mut processes {
         for t in &mut p.tasks {

@@ -7,10 +7,12 @@
 //! process: reads through the old directory fail instead. Reading only reads: no file here
 //! stops, traces or signals the process.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::dir::Dir;
@@ -64,15 +66,44 @@ const CMDLINE_MAX: usize = 4096;
 const NET_MAX: usize = 16 << 20;
 const RECORD_MAX: usize = 64 * 1024;
 
-/// Reads members one by one, handing each over through `emit` (which says whether to go on),
-/// then the sockets their blocked calls named. With each member comes the sampler's idle time,
-/// if it has one.
-pub(super) fn read_all(members: &[(Member, Option<Duration>)], mut emit: impl FnMut(Msg) -> bool) {
-    let mut reader = Reader::new();
-    for &(m, idle) in members {
-        if !emit(Msg::Member(reader.process(m, idle))) {
-            return;
+/// Reads members on up to `threads` threads, this one included, each taking the next member
+/// nobody has taken yet and handing it over through `emit` (which says whether to go on);
+/// then the sockets their blocked calls named, once every member is read. With each member
+/// comes the sampler's idle time, if it has one.
+pub(super) fn read_all(
+    members: &[(Member, Option<Duration>)],
+    threads: usize,
+    emit: &(dyn Fn(Msg) -> bool + Sync),
+) {
+    let next = AtomicUsize::new(0);
+    // `None`: told to stop.
+    let work = || {
+        let mut reader = Reader::new();
+        loop {
+            let Some(&(m, idle)) = members.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return Some(reader);
+            };
+            if !emit(Msg::Member(reader.process(m, idle))) {
+                return None;
+            }
         }
+    };
+    let (mine, helpers) = std::thread::scope(|scope| {
+        // A helper that cannot be started leaves its share to the others.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("watchd-dump".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        let mine = work();
+        (mine, helpers.into_iter().filter_map(|h| h.join().ok().flatten()).collect::<Vec<_>>())
+    });
+    let Some(mut reader) = mine else { return };
+    for other in helpers {
+        reader.absorb(other);
     }
     emit(Msg::Sockets(reader.resolve_sockets()));
 }
@@ -264,6 +295,18 @@ impl Reader {
         Some(Fd { fd, kind, link: String::from_utf8_lossy(link).into_owned(), socket: None })
     }
 
+    /// Takes over the sockets another reader noted.
+    fn absorb(&mut self, other: Reader) {
+        for (ns, (dir, inodes)) in other.sockets {
+            match self.sockets.entry(ns) {
+                Entry::Occupied(mut known) => known.get_mut().1.extend(inodes),
+                Entry::Vacant(slot) => {
+                    slot.insert((dir, inodes));
+                }
+            }
+        }
+    }
+
     /// Looks up every noted socket in its namespace's tables, stopping early once all are found.
     fn resolve_sockets(&mut self) -> HashMap<u64, Socket> {
         let mut found = HashMap::new();
@@ -378,4 +421,32 @@ fn list_tasks(dir: &OwnedFd) -> Result<Vec<i32>, Miss> {
         .filter_map(|e| parse::parse_dec(e.file_name().to_bytes()))
         .filter_map(|tid| i32::try_from(tid).ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absorb_merges_the_sockets_readers_noted() {
+        let dir = open_dir("self").expect("/proc/self");
+        let mut a = Reader::new();
+        let mut b = Reader::new();
+        a.sockets.insert(NetNs::Inode(1), (dir.try_clone().unwrap(), HashSet::from([10])));
+        b.sockets.insert(NetNs::Inode(1), (dir.try_clone().unwrap(), HashSet::from([11])));
+        b.sockets.insert(NetNs::Pid(5), (dir, HashSet::from([12])));
+        a.absorb(b);
+        assert_eq!(a.sockets[&NetNs::Inode(1)].1, HashSet::from([10, 11]));
+        assert_eq!(a.sockets[&NetNs::Pid(5)].1, HashSet::from([12]));
+    }
+
+    #[test]
+    fn errors_that_mean_gone_or_denied() {
+        assert_eq!(Miss::from(Errno::ENOENT), Miss::Gone);
+        assert_eq!(Miss::from(Errno::ESRCH), Miss::Gone);
+        assert_eq!(Miss::from(Errno::EACCES), Miss::Denied);
+        assert_eq!(Miss::from(Errno::EPERM), Miss::Unreadable);
+        assert_eq!(optional::<()>(Err(Miss::Denied)), Ok(None));
+        assert_eq!(optional::<()>(Err(Miss::Gone)), Err(Miss::Gone));
+    }
 }

@@ -193,6 +193,18 @@ fn tcp_client_waiting_on_a_server_that_never_answers() {
     let v = event(&s);
     assert_eq!(v[0]["fd"]["peer"], server.to_string());
     assert_eq!(v[0]["fd"]["kind"], "socket");
+    // Through four readers: each notes the sockets it saw, and one looks them all up.
+    let FdKind::Socket(inode) = fd.kind else { unreachable!() };
+    let copies = vec![(member(pid).unwrap(), None); 64];
+    let found = std::sync::Mutex::new(None);
+    read::read_all(&copies, 4, &|msg| {
+        if let Msg::Sockets(sockets) = msg {
+            *found.lock().unwrap() = Some(sockets);
+        }
+        true
+    });
+    let found = found.into_inner().unwrap().expect("the sockets are handed over");
+    assert_eq!(found.get(&inode), fd.socket.as_ref());
     drop(accepted);
 }
 
