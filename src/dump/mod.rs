@@ -33,6 +33,13 @@ pub struct Member {
     pub starttime: u64,
 }
 
+/// A probe's scan lists the tree's zombies too, which the dump shows.
+impl From<&crate::probe::Proc> for Member {
+    fn from(p: &crate::probe::Proc) -> Member {
+        Member { pid: p.pid, starttime: p.starttime }
+    }
+}
+
 /// The tree at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {

@@ -341,6 +341,9 @@ fn forty_processes_are_cut_to_thirty() {
     members.push(member(sh).unwrap());
     let s = snap(&members);
     assert_eq!(s.processes.len(), 40);
+    let scanned: Vec<Member> = prober.scan(&[]).procs.iter().map(Member::from).collect();
+    assert_eq!(scanned.len(), 39, "a scan gives the same members");
+    assert!(scanned.iter().all(|m| members.contains(m)));
     let lines = render_text(&s, sh, TEXT_MAX);
     assert_eq!(lines.len(), 31, "{lines:#?}");
     assert!(lines[0].starts_with(&format!("{sh} S ")), "the main child first: {}", lines[0]);
