@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod dump;
 pub mod exit;
 pub mod machine;
 pub mod policy;
