@@ -1594,6 +1594,116 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         assert_ne!(delegation(u.cg.dir()), Some("trusted.delegate"), "0 is not a mark");
     }
 
+    // --- Measurements: `cargo test --release --lib cgroup::tests::measure -- --ignored
+    // --nocapture --test-threads 1` (root). They print figures and assert only that the work
+    // was done.
+
+    /// Median and 10th percentile of per-call times in µs: this machine is shared, and a mean
+    /// mostly measures the neighbours.
+    fn summary(samples: &mut [Duration]) -> String {
+        samples.sort_unstable();
+        let at = |q: usize| samples[samples.len() * q / 100].as_secs_f64() * 1e6;
+        format!(
+            "median {:.1} µs (p10 {:.1}, p90 {:.1}, n={})",
+            at(50),
+            at(10),
+            at(90),
+            samples.len()
+        )
+    }
+
+    fn timed(samples: &mut Vec<Duration>, f: impl FnOnce()) {
+        let start = Instant::now();
+        f();
+        samples.push(start.elapsed());
+    }
+
+    #[test]
+    #[ignore = "measurement"]
+    fn measure_spawn_clone3_vs_fork() {
+        let Some(t) = TestCgroup::new("measure-spawn") else { return };
+        let targets = [Target::Clone3(&t.cg), Target::ForkThenJoin(&t.cg), Target::Nowhere];
+        let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+        // Interleaved, so a busy neighbour weighs on all three alike.
+        for _ in 0..1000 {
+            for (i, &target) in targets.iter().enumerate() {
+                timed(&mut samples[i], || {
+                    let spawned = spawn_into(target, &["/bin/true"]).unwrap();
+                    let pid = Pid::from_raw(spawned.pid);
+                    assert_eq!(waitpid(pid, None), Ok(nix::sys::wait::WaitStatus::Exited(pid, 0)));
+                });
+            }
+        }
+        let names = ["clone3 CLONE_INTO_CGROUP", "fork + join via cgroup.procs", "plain fork"];
+        for (name, samples) in names.iter().zip(&mut samples) {
+            eprintln!("spawn, exec and reap /bin/true, {name}: {}", summary(samples));
+        }
+    }
+
+    /// A cgroup holding sh and 1,000 sleeps; returns sh's pid.
+    fn thousand(t: &mut TestCgroup) -> i32 {
+        let sh = t.sh("i=0; while [ $i -lt 1000 ]; do sleep 1000 & i=$((i+1)); done; wait");
+        wait_for("1,001 members", || (t.members().len() == 1001).then_some(()));
+        sh
+    }
+
+    #[test]
+    #[ignore = "measurement"]
+    fn measure_reading_a_1000_process_cgroup() {
+        let Some(mut t) = TestCgroup::new("measure-read") else { return };
+        let sh = thousand(&mut t);
+        let mut prober = crate::probe::Prober::new(sh);
+        let mut out = Vec::new();
+        let mut s: [Vec<Duration>; 6] = Default::default();
+        for round in 0..2000 {
+            let cg = &mut t.cg;
+            timed(&mut s[0], || assert!(cg.cpu_usage().is_some()));
+            timed(&mut s[1], || assert!(cg.members(&mut out) && out.len() == 1001));
+            timed(&mut s[2], || assert!(cg.members(&mut out) && cg.cpu_usage().is_some()));
+            timed(&mut s[3], || assert!(cg.pressure().cpu.is_some()));
+            timed(&mut s[4], || assert!(cg.events().is_some()));
+            if round % 50 == 0 {
+                timed(&mut s[5], || assert_eq!(prober.scan(&[]).procs.len(), 1000));
+            }
+        }
+        let names = [
+            "cpu.stat",
+            "members (cgroup.procs + cgroup.stat)",
+            "members + cpu.stat",
+            "3 pressure files",
+            "cgroup.events",
+            "for comparison, the /proc walk and read of the same tree",
+        ];
+        for (name, samples) in names.iter().zip(&mut s) {
+            eprintln!("1,001 processes, {name}: {}", summary(samples));
+        }
+    }
+
+    #[test]
+    #[ignore = "measurement"]
+    fn measure_killing_a_1000_process_cgroup() {
+        let Some(mut t) = TestCgroup::new("measure-kill") else { return };
+        for round in 0..6 {
+            let sh = thousand(&mut t);
+            let mut watch = t.cg.watch().unwrap();
+            let start = Instant::now();
+            let how = if round % 2 == 0 {
+                t.cg.kill().unwrap()
+            } else {
+                Killed::Frozen { signalled: t.cg.kill_by_freezing().unwrap() }
+            };
+            let written = start.elapsed();
+            assert!(watch.wait_for(DEADLINE, |e| !e.populated));
+            let empty = start.elapsed();
+            t.reap(sh);
+            eprintln!(
+                "kill 1,001 processes by {how:?}: the call took {:.1} ms, populated 0 after {:.1} ms",
+                written.as_secs_f64() * 1e3,
+                empty.as_secs_f64() * 1e3
+            );
+        }
+    }
+
     #[test]
     fn on_fails_on_a_read_only_cgroup_mount_and_creates_nothing() {
         let Some(own) = writable_own() else { return };
