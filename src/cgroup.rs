@@ -1280,6 +1280,9 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
             // A test may have removed it already.
             let emptied = !self.cg.dir().exists() || self.wait_empty();
             for pid in self.children.drain(..) {
+                // Our own unreaped child, so the pid is still its: also reaches one that a
+                // failing test left outside the cgroup.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 let _ = waitpid(Pid::from_raw(pid), None);
             }
             for dir in self.inner.drain(..).rev() {
