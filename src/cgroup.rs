@@ -16,6 +16,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::signals::{SIGKILL, Signal};
+
 pub use sys_cgroup::{Fallback, Spawned, Target, Via, spawn_into};
 
 /// `--cgroup`: whether the command gets a cgroup of its own.
@@ -328,6 +330,14 @@ impl Cgroup {
         self.read("memory.events").and_then(parse_oom_kills)
     }
 
+    /// Sends `sig` to `pid` if it is a member (of this cgroup or of one inside it): for the
+    /// drain's stop signal and `--forward-to tree` over `members`. The check is made through a
+    /// pidfd taken before it, so a pid recycled by a stranger since `members` read it is never
+    /// signalled. False when it was not sent.
+    pub fn signal(&self, pid: i32, sig: Signal) -> bool {
+        sys_cgroup::signal_if_member(pid, &self.path, sig.as_raw())
+    }
+
     /// `cgroup.events` now.
     pub fn events(&mut self) -> Option<Events> {
         self.read("cgroup.events").and_then(parse_events)
@@ -372,7 +382,7 @@ impl Cgroup {
                 break;
             }
             for &pid in &members {
-                if sys_cgroup::kill_if_member(pid, &self.path) {
+                if self.signal(pid, SIGKILL) {
                     signalled += 1;
                 }
             }
@@ -1453,7 +1463,16 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         let first = t.spawn(How::Clone3, &["/bin/sh", "-c", hop, hop]).pid;
         t.reap(first);
         let sleeper = t.sh("sleep 1000 & sleep 1000 & wait");
-        wait_for("hopper and sleepers", || (t.members().len() >= 4).then_some(()));
+        // sh, both its sleeps, and at least one hopper: the sleeps must be counted by name, as
+        // a hopper may be two processes for a moment.
+        let sleeps = |members: &[i32]| {
+            let comm = |pid| fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            members.iter().filter(|&&pid| comm(pid) == "sleep\n").count()
+        };
+        wait_for("hopper and sleepers", || {
+            let members = t.members();
+            (sleeps(&members) == 2 && members.len() >= 4).then_some(())
+        });
         let signalled = t.cg.kill_by_freezing().expect("freeze, kill, thaw");
         assert!(signalled >= 4, "signalled {signalled}");
         assert!(t.wait_empty(), "the freezing kill left {:?}", t.members());
@@ -1462,23 +1481,23 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     }
 
     #[test]
-    fn only_members_are_killed_through_a_pidfd() {
+    fn only_members_are_signalled_through_a_pidfd() {
         let Some(mut t) = TestCgroup::new("stranger") else { return };
         let stranger = spawn_into(Target::Nowhere, &["/bin/sleep", "1000"]).unwrap();
         assert_eq!(stranger.via, Via::Fork);
-        let refused = !sys_cgroup::kill_if_member(stranger.pid, t.cg.path());
+        let refused = !t.cg.signal(stranger.pid, SIGKILL);
         let alive =
             waitpid(Pid::from_raw(stranger.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         kill(Pid::from_raw(stranger.pid), Signal::SIGKILL).unwrap();
         waitpid(Pid::from_raw(stranger.pid), None).unwrap();
         assert!(refused && alive == Ok(nix::sys::wait::WaitStatus::StillAlive), "{alive:?}");
         let member = t.spawn(How::Clone3, &["/bin/sleep", "1000"]).pid;
-        assert!(sys_cgroup::kill_if_member(member, t.cg.path()));
+        assert!(t.cg.signal(member, crate::signals::SIGTERM));
         assert_eq!(
             t.reap(member),
-            nix::sys::wait::WaitStatus::Signaled(Pid::from_raw(member), Signal::SIGKILL, false)
+            nix::sys::wait::WaitStatus::Signaled(Pid::from_raw(member), Signal::SIGTERM, false)
         );
-        assert!(!sys_cgroup::kill_if_member(1, t.cg.path()), "never init");
+        assert!(!t.cg.signal(1, SIGKILL), "never init");
     }
 
     #[test]
@@ -1795,9 +1814,9 @@ mod sys_cgroup {
         poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
     }
 
-    /// SIGKILLs `pid` if it is in the cgroup at `path` (or in one inside it), through a pidfd
-    /// taken before the check, so a pid recycled by a stranger is never signalled.
-    pub fn kill_if_member(pid: i32, path: &Path) -> bool {
+    /// Sends `signo` to `pid` if it is in the cgroup at `path` (or in one inside it), through a
+    /// pidfd taken before the check, so a pid recycled by a stranger is never signalled.
+    pub fn signal_if_member(pid: i32, path: &Path, signo: i32) -> bool {
         if pid <= 1 {
             return false;
         }
@@ -1821,7 +1840,7 @@ mod sys_cgroup {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 fd.as_raw_fd(),
-                libc::SIGKILL,
+                signo,
                 std::ptr::null::<u8>(),
                 0,
             )
