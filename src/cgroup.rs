@@ -350,7 +350,8 @@ impl Cgroup {
 
     /// Kills everything in it (and in cgroups inside it) with SIGKILL, atomically with respect
     /// to fork: one write to `cgroup.kill` (Linux 5.14+). Older kernels: freeze, SIGKILL every
-    /// member through a pidfd, thaw. The end is seen as `populated 0` (`EventsWatch`).
+    /// member through a pidfd, thaw. The end is seen as `populated 0` (`EventsWatch`). An error
+    /// (a kernel before 5.2 has neither file) leaves the kill to the tree's own pidfd walk.
     pub fn kill(&mut self) -> io::Result<Killed> {
         match write_file(&self.dir.join("cgroup.kill"), b"1") {
             Ok(()) => Ok(Killed::CgroupKill),
