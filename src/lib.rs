@@ -1,6 +1,7 @@
 //! watchd: run one command, forward signals to it, reap every zombie, and drain then kill it
 //! when it stalls, overruns or runs away. `entry` is the whole program; `main.rs` only calls it.
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod driver;
