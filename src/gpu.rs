@@ -744,17 +744,14 @@ mod sys_nvml {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_feature = "crt-static")))]
 #[path = "../tests/fixtures/fake_nvml.rs"]
 mod fake_nvml;
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-
     use proptest::prelude::*;
 
-    use super::fake_nvml::{self, Scratch, Variant};
     use super::*;
 
     const TREE: u32 = 4242;
@@ -1003,216 +1000,233 @@ mod tests {
         }
     }
 
-    // Through the stand-in library (tests/fixtures/fake_nvml.c), loaded as watchd loads NVML.
-
-    fn fake(tag: &str, variant: Variant, answers: &str) -> (Scratch, PathBuf) {
-        let dir = Scratch::new(tag);
-        let library = fake_nvml::install(&dir.0, variant);
-        fake_nvml::answer(&library, answers);
-        (dir, library)
-    }
-
-    fn open(library: &Path) -> Gpu {
-        match load_from(library.as_os_str()) {
-            Ok(gpu) => gpu,
-            Err(why) => panic!("{why}"),
-        }
-    }
-
-    fn unavailable(library: &OsStr) -> Unavailable {
-        match load_from(library) {
-            Ok(_) => panic!("{library:?} loaded"),
-            Err(why) => why,
-        }
-    }
-
+    #[cfg(target_feature = "crt-static")]
     #[test]
-    fn a_busy_tree_process_is_evidence_at_every_probe() {
-        let answers = format!("device 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1048576\n");
-        let (_dir, library) = fake("busy", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        assert_eq!(gpu.devices(), 1);
-        for probe in 0..3 {
-            let got = gpu.sample(Scope::Process, in_tree);
-            assert!(got.evidence, "probe {probe}: {got:?}");
-            assert_eq!(got.util, Some(60));
-            assert_eq!(got.memory_bytes, Some(1048576));
-            assert_eq!(
-                got.per_process,
-                [ProcessGpu { pid: TREE, sm_percent: Some(60), memory_bytes: Some(1048576) }]
+    fn a_static_build_never_loads_a_library() {
+        assert!(matches!(load_from(OsStr::new("libc.so.6")), Err(Unavailable::StaticBuild)));
+    }
+
+    /// Through the stand-in library (tests/fixtures/fake_nvml.c), loaded as watchd loads NVML.
+    #[cfg(not(target_feature = "crt-static"))]
+    mod through_a_library {
+        use std::path::{Path, PathBuf};
+
+        use super::super::fake_nvml::{self, Scratch, Variant};
+        use super::*;
+
+        fn fake(tag: &str, variant: Variant, answers: &str) -> (Scratch, PathBuf) {
+            let dir = Scratch::new(tag);
+            let library = fake_nvml::install(&dir.0, variant);
+            fake_nvml::answer(&library, answers);
+            (dir, library)
+        }
+
+        fn open(library: &Path) -> Gpu {
+            match load_from(library.as_os_str()) {
+                Ok(gpu) => gpu,
+                Err(why) => panic!("{why}"),
+            }
+        }
+
+        fn unavailable(library: &OsStr) -> Unavailable {
+            match load_from(library) {
+                Ok(_) => panic!("{library:?} loaded"),
+                Err(why) => why,
+            }
+        }
+
+        #[test]
+        fn a_busy_tree_process_is_evidence_at_every_probe() {
+            let answers = format!("device 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1048576\n");
+            let (_dir, library) = fake("busy", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            assert_eq!(gpu.devices(), 1);
+            for probe in 0..3 {
+                let got = gpu.sample(Scope::Process, in_tree);
+                assert!(got.evidence, "probe {probe}: {got:?}");
+                assert_eq!(got.util, Some(60));
+                assert_eq!(got.memory_bytes, Some(1048576));
+                assert_eq!(
+                    got.per_process,
+                    [ProcessGpu { pid: TREE, sm_percent: Some(60), memory_bytes: Some(1048576) }]
+                );
+                assert!(got.notes.is_empty(), "{:?}", got.notes);
+            }
+        }
+
+        #[test]
+        fn another_process_use_counts_in_device_scope_only() {
+            let answers = format!(
+                "device 0 busy 70 used 5000\nsample 0 {OTHER} 70 now\nprocess 0 {OTHER} 5000\n"
             );
-            assert!(got.notes.is_empty(), "{:?}", got.notes);
+            let (_dir, library) = fake("other", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            let process = gpu.sample(Scope::Process, in_tree);
+            assert!(!process.evidence, "{process:?}");
+            assert_eq!((process.util, process.memory_bytes), (Some(0), Some(0)));
+            assert!(process.per_process.is_empty());
+            let device = gpu.sample(Scope::Device, in_tree);
+            assert!(device.evidence, "{device:?}");
+            assert_eq!((device.util, device.memory_bytes), (Some(70), Some(5000)));
         }
-    }
 
-    #[test]
-    fn another_process_use_counts_in_device_scope_only() {
-        let answers = format!(
-            "device 0 busy 70 used 5000\nsample 0 {OTHER} 70 now\nprocess 0 {OTHER} 5000\n"
-        );
-        let (_dir, library) = fake("other", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        let process = gpu.sample(Scope::Process, in_tree);
-        assert!(!process.evidence, "{process:?}");
-        assert_eq!((process.util, process.memory_bytes), (Some(0), Some(0)));
-        assert!(process.per_process.is_empty());
-        let device = gpu.sample(Scope::Device, in_tree);
-        assert!(device.evidence, "{device:?}");
-        assert_eq!((device.util, device.memory_bytes), (Some(70), Some(5000)));
-    }
-
-    #[test]
-    fn no_sample_since_the_last_timestamp_is_no_evidence() {
-        let (_dir, library) =
-            fake("once", Variant::Full, &format!("device 0\nsample 0 {TREE} 60 1000\n"));
-        let mut gpu = open(&library);
-        assert!(gpu.sample(Scope::Process, in_tree).evidence, "the sample is new at first");
-        let again = gpu.sample(Scope::Process, in_tree);
-        assert!(!again.evidence, "{again:?}");
-        assert_eq!(again.util, Some(0), "NOT_FOUND is an answer: nobody used the device");
-        assert!(again.notes.is_empty(), "{:?}", again.notes);
-    }
-
-    #[test]
-    fn stale_samples_from_a_library_that_ignores_the_timestamp_do_not_count() {
-        let answers = format!("stale\ndevice 0\nsample 0 {TREE} 60 1000\n");
-        let (_dir, library) = fake("stale", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        assert!(gpu.sample(Scope::Process, in_tree).evidence);
-        assert!(!gpu.sample(Scope::Process, in_tree).evidence);
-    }
-
-    #[test]
-    fn a_garbage_timestamp_does_not_hide_later_samples() {
-        let answers = format!("device 0\nsample 0 {TREE} 50 {}\n", u64::MAX);
-        let (_dir, library) = fake("future", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        gpu.sample(Scope::Process, in_tree);
-        fake_nvml::answer(&library, &format!("device 0\nsample 0 {TREE} 40 now\n"));
-        let got = gpu.sample(Scope::Process, in_tree);
-        assert!(got.evidence, "{got:?}");
-        assert_eq!(got.util, Some(40));
-    }
-
-    #[test]
-    fn out_of_range_utilization_is_no_evidence() {
-        let answers = format!("device 0 busy 250\nsample 0 {TREE} 1000 now\n");
-        let (_dir, library) = fake("range", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        for scope in [Scope::Process, Scope::Device] {
-            let got = gpu.sample(scope, in_tree);
-            assert!(!got.evidence, "{scope:?}: {got:?}");
-            assert_eq!(got.util, Some(0));
+        #[test]
+        fn no_sample_since_the_last_timestamp_is_no_evidence() {
+            let (_dir, library) =
+                fake("once", Variant::Full, &format!("device 0\nsample 0 {TREE} 60 1000\n"));
+            let mut gpu = open(&library);
+            assert!(gpu.sample(Scope::Process, in_tree).evidence, "the sample is new at first");
+            let again = gpu.sample(Scope::Process, in_tree);
+            assert!(!again.evidence, "{again:?}");
+            assert_eq!(again.util, Some(0), "NOT_FOUND is an answer: nobody used the device");
+            assert!(again.notes.is_empty(), "{:?}", again.notes);
         }
-    }
 
-    #[test]
-    fn failing_calls_are_no_news_and_noted_once() {
-        let answers = format!(
-            "device 0 busy 90 used 7\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\n\
-             error utilization 3\nerror processes\nerror rates\nerror memory\n"
-        );
-        let (_dir, library) = fake("errors", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        let got = gpu.sample(Scope::Device, in_tree);
-        assert!(!got.evidence, "{got:?}");
-        assert_eq!((got.util, got.memory_bytes), (None, None));
-        assert!(got.per_process.is_empty());
-        assert_eq!(got.notes.len(), 4, "{:?}", got.notes);
-        assert!(
-            got.notes[0].contains(
-                "GPU 0: nvmlDeviceGetProcessUtilization failed (Not Supported, NVML error 3)"
-            ),
-            "{:?}",
-            got.notes
-        );
-        assert!(gpu.sample(Scope::Device, in_tree).notes.is_empty(), "noted once per run");
-    }
+        #[test]
+        fn stale_samples_from_a_library_that_ignores_the_timestamp_do_not_count() {
+            let answers = format!("stale\ndevice 0\nsample 0 {TREE} 60 1000\n");
+            let (_dir, library) = fake("stale", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            assert!(gpu.sample(Scope::Process, in_tree).evidence);
+            assert!(!gpu.sample(Scope::Process, in_tree).evidence);
+        }
 
-    #[test]
-    fn garbage_counts_are_refused() {
-        let answers = format!(
-            "device 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\ngarbage utilization\ngarbage processes\n"
-        );
-        let (_dir, library) = fake("garbage", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        let got = gpu.sample(Scope::Process, in_tree);
-        assert!(!got.evidence, "{got:?}");
-        assert_eq!((got.util, got.memory_bytes), (None, None));
-        let claimed = format!("answered a count of {}", FIRST_ROOM + 5);
-        assert!(got.notes.iter().all(|note| note.contains(&claimed)), "{:?}", got.notes);
-    }
+        #[test]
+        fn a_garbage_timestamp_does_not_hide_later_samples() {
+            let answers = format!("device 0\nsample 0 {TREE} 50 {}\n", u64::MAX);
+            let (_dir, library) = fake("future", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            gpu.sample(Scope::Process, in_tree);
+            fake_nvml::answer(&library, &format!("device 0\nsample 0 {TREE} 40 now\n"));
+            let got = gpu.sample(Scope::Process, in_tree);
+            assert!(got.evidence, "{got:?}");
+            assert_eq!(got.util, Some(40));
+        }
 
-    #[test]
-    fn a_missing_library_is_unavailable() {
-        let why = unavailable(OsStr::new("/nonexistent/libnvidia-ml.so.1"));
-        assert!(matches!(why, Unavailable::NoLibrary(_)), "{why:?}");
-        let line = why.to_string();
-        assert!(line.starts_with("no GPU evidence: /nonexistent/libnvidia-ml.so.1"), "{line}");
-        let bare = unavailable(OsStr::new("libwatchd-test-no-such-nvml.so.1"));
-        assert!(matches!(bare, Unavailable::NoLibrary(_)), "{bare:?}");
-    }
+        #[test]
+        fn out_of_range_utilization_is_no_evidence() {
+            let answers = format!("device 0 busy 250\nsample 0 {TREE} 1000 now\n");
+            let (_dir, library) = fake("range", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            for scope in [Scope::Process, Scope::Device] {
+                let got = gpu.sample(scope, in_tree);
+                assert!(!got.evidence, "{scope:?}: {got:?}");
+                assert_eq!(got.util, Some(0));
+            }
+        }
 
-    #[test]
-    fn a_library_that_is_not_nvml_is_unavailable() {
-        let why = unavailable(OsStr::new("libc.so.6"));
-        assert_eq!(
-            why,
-            Unavailable::MissingCall { library: "libc.so.6".to_string(), call: "nvmlInit_v2" }
-        );
-    }
+        #[test]
+        fn failing_calls_are_no_news_and_noted_once() {
+            let answers = format!(
+                "device 0 busy 90 used 7\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\n\
+                 error utilization 3\nerror processes\nerror rates\nerror memory\n"
+            );
+            let (_dir, library) = fake("errors", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            let got = gpu.sample(Scope::Device, in_tree);
+            assert!(!got.evidence, "{got:?}");
+            assert_eq!((got.util, got.memory_bytes), (None, None));
+            assert!(got.per_process.is_empty());
+            assert_eq!(got.notes.len(), 4, "{:?}", got.notes);
+            assert!(
+                got.notes[0].contains(
+                    "GPU 0: nvmlDeviceGetProcessUtilization failed (Not Supported, NVML error 3)"
+                ),
+                "{:?}",
+                got.notes
+            );
+            assert!(gpu.sample(Scope::Device, in_tree).notes.is_empty(), "noted once per run");
+        }
 
-    #[test]
-    fn an_nvml_without_driver_or_device_is_unavailable() {
-        let (_dir, library) = fake("init", Variant::Full, "init fail\ndevice 0\n");
-        let why = unavailable(library.as_os_str());
-        assert!(why.to_string().contains("NVML did not initialise: Driver Not Loaded"), "{why}");
+        #[test]
+        fn garbage_counts_are_refused() {
+            let answers = format!(
+                "device 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\ngarbage utilization\ngarbage processes\n"
+            );
+            let (_dir, library) = fake("garbage", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            let got = gpu.sample(Scope::Process, in_tree);
+            assert!(!got.evidence, "{got:?}");
+            assert_eq!((got.util, got.memory_bytes), (None, None));
+            let claimed = format!("answered a count of {}", FIRST_ROOM + 5);
+            assert!(got.notes.iter().all(|note| note.contains(&claimed)), "{:?}", got.notes);
+        }
 
-        fake_nvml::answer(&library, "");
-        assert_eq!(
-            unavailable(library.as_os_str()),
-            Unavailable::NoDevice("NVML sees no GPU".to_string())
-        );
+        #[test]
+        fn a_missing_library_is_unavailable() {
+            let why = unavailable(OsStr::new("/nonexistent/libnvidia-ml.so.1"));
+            assert!(matches!(why, Unavailable::NoLibrary(_)), "{why:?}");
+            let line = why.to_string();
+            assert!(line.starts_with("no GPU evidence: /nonexistent/libnvidia-ml.so.1"), "{line}");
+            let bare = unavailable(OsStr::new("libwatchd-test-no-such-nvml.so.1"));
+            assert!(matches!(bare, Unavailable::NoLibrary(_)), "{bare:?}");
+        }
 
-        fake_nvml::answer(&library, "device 0\ndevice 1\nerror handle 4\n");
-        let why = unavailable(library.as_os_str()).to_string();
-        assert!(why.contains("NVML sees 2 GPUs and opens none (GPU 0:"), "{why}");
-    }
+        #[test]
+        fn a_library_that_is_not_nvml_is_unavailable() {
+            let why = unavailable(OsStr::new("libc.so.6"));
+            assert_eq!(
+                why,
+                Unavailable::MissingCall { library: "libc.so.6".to_string(), call: "nvmlInit_v2" }
+            );
+        }
 
-    #[test]
-    fn a_huge_device_count_asks_only_devices_that_exist() {
-        let (_dir, library) =
-            fake("count", Variant::Full, "count 4294967295\ndevice 0\ndevice 3\n");
-        assert_eq!(open(&library).devices(), 2);
-    }
+        #[test]
+        fn an_nvml_without_driver_or_device_is_unavailable() {
+            let (_dir, library) = fake("init", Variant::Full, "init fail\ndevice 0\n");
+            let why = unavailable(library.as_os_str());
+            assert!(
+                why.to_string().contains("NVML did not initialise: Driver Not Loaded"),
+                "{why}"
+            );
 
-    #[test]
-    fn nvml_is_initialised_once_and_shut_down_on_drop() {
-        let answers = format!("log\ndevice 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\n");
-        let (_dir, library) = fake("calls", Variant::Full, &answers);
-        let mut gpu = open(&library);
-        gpu.sample(Scope::Process, in_tree);
-        gpu.sample(Scope::Process, in_tree);
-        drop(gpu);
-        let calls = fake_nvml::calls(&library);
-        let probe = ["nvmlDeviceGetProcessUtilization", "nvmlDeviceGetComputeRunningProcesses_v3"];
-        let mut want =
-            vec!["nvmlInit_v2", "nvmlDeviceGetCount_v2", "nvmlDeviceGetHandleByIndex_v2"];
-        want.extend(probe);
-        want.extend(probe);
-        want.push("nvmlShutdown");
-        assert_eq!(calls, want, "two calls per device and probe, no sizing calls");
-    }
+            fake_nvml::answer(&library, "");
+            assert_eq!(
+                unavailable(library.as_os_str()),
+                Unavailable::NoDevice("NVML sees no GPU".to_string())
+            );
 
-    #[test]
-    fn without_v3_the_v2_running_processes_call_is_used() {
-        let answers = format!("log\ndevice 0\nprocess 0 {TREE} 4096\n");
-        let (_dir, library) = fake("v2", Variant::NoV3, &answers);
-        let mut gpu = open(&library);
-        assert_eq!(gpu.sample(Scope::Process, in_tree).memory_bytes, Some(4096));
-        assert!(
-            fake_nvml::calls(&library)
-                .contains(&"nvmlDeviceGetComputeRunningProcesses_v2".to_string())
-        );
+            fake_nvml::answer(&library, "device 0\ndevice 1\nerror handle 4\n");
+            let why = unavailable(library.as_os_str()).to_string();
+            assert!(why.contains("NVML sees 2 GPUs and opens none (GPU 0:"), "{why}");
+        }
+
+        #[test]
+        fn a_huge_device_count_asks_only_devices_that_exist() {
+            let (_dir, library) =
+                fake("count", Variant::Full, "count 4294967295\ndevice 0\ndevice 3\n");
+            assert_eq!(open(&library).devices(), 2);
+        }
+
+        #[test]
+        fn nvml_is_initialised_once_and_shut_down_on_drop() {
+            let answers = format!("log\ndevice 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\n");
+            let (_dir, library) = fake("calls", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            gpu.sample(Scope::Process, in_tree);
+            gpu.sample(Scope::Process, in_tree);
+            drop(gpu);
+            let calls = fake_nvml::calls(&library);
+            let probe =
+                ["nvmlDeviceGetProcessUtilization", "nvmlDeviceGetComputeRunningProcesses_v3"];
+            let mut want =
+                vec!["nvmlInit_v2", "nvmlDeviceGetCount_v2", "nvmlDeviceGetHandleByIndex_v2"];
+            want.extend(probe);
+            want.extend(probe);
+            want.push("nvmlShutdown");
+            assert_eq!(calls, want, "two calls per device and probe, no sizing calls");
+        }
+
+        #[test]
+        fn without_v3_the_v2_running_processes_call_is_used() {
+            let answers = format!("log\ndevice 0\nprocess 0 {TREE} 4096\n");
+            let (_dir, library) = fake("v2", Variant::NoV3, &answers);
+            let mut gpu = open(&library);
+            assert_eq!(gpu.sample(Scope::Process, in_tree).memory_bytes, Some(4096));
+            assert!(
+                fake_nvml::calls(&library)
+                    .contains(&"nvmlDeviceGetComputeRunningProcesses_v2".to_string())
+            );
+        }
     }
 }
