@@ -7,6 +7,7 @@ pub mod config;
 pub mod driver;
 pub mod dump;
 pub mod exit;
+pub mod gpu;
 pub mod machine;
 pub mod policy;
 pub mod probe;

@@ -1,0 +1,1232 @@
+//! GPU evidence of life: NVIDIA's management library (NVML), opened at run time, asked at each
+//! probe which processes used a GPU since the previous probe. Turning NVML's raw answers into a
+//! [`GpuSample`] is pure; the calls into the library sit in `sys_nvml` at the bottom.
+//!
+//! The library is opened with `dlopen`, not linked: watchd has no build-time dependency on CUDA,
+//! and a machine without the library or without a device loses only this kind of evidence.
+//! A statically linked build cannot load a shared library reliably and never tries.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The library [`load`] opens when `WATCHD_NVML_LIBRARY` names none: the driver's soname.
+pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
+
+/// The environment variable that names another library file (a stand-in for tests).
+pub const LIBRARY_VAR: &str = "WATCHD_NVML_LIBRARY";
+
+/// At most this many devices are asked; a larger count from the library is garbage.
+const MAX_DEVICES: u32 = 64;
+
+/// The room a list call gets first: a job rarely has more GPU processes than this.
+const FIRST_ROOM: usize = 16;
+
+/// The most entries a list call may ask room for; a library asking more is not believed, so a
+/// garbage count never makes watchd allocate without bound (4096 samples are 128 KiB).
+const MAX_ENTRIES: usize = 4096;
+
+/// Room added to what a list call asked for, for processes that start between two calls.
+const SLACK: usize = 8;
+
+/// `NVML_VALUE_NOT_AVAILABLE`: a process's memory that NVML cannot tell.
+const NOT_AVAILABLE: u64 = u64::MAX;
+
+/// Whose GPU use counts (`--gpu-evidence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The tree's processes only. Needs NVML's pids to be watchd's: no PID namespace between.
+    #[default]
+    Process,
+    /// Any use of any visible device: for containers, where NVML reports host pids.
+    Device,
+}
+
+/// Why there is no GPU evidence in this run: one line for `-v`, never an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// A statically linked build has no dynamic loader to bring the library in.
+    StaticBuild,
+    /// The library could not be opened (the loader's message).
+    NoLibrary(String),
+    /// The file opened but lacks a call watchd needs: not NVML, or an NVML too old.
+    MissingCall { library: String, call: &'static str },
+    /// `nvmlInit_v2` failed, typically because no NVIDIA driver is loaded.
+    InitFailed(String),
+    /// NVML initialised but offers no device watchd can open.
+    NoDevice(String),
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no GPU evidence: ")?;
+        match self {
+            Unavailable::StaticBuild => write!(
+                f,
+                "a statically linked watchd cannot load {DEFAULT_LIBRARY} (use the dynamically linked build)"
+            ),
+            Unavailable::NoLibrary(why) => f.write_str(why),
+            Unavailable::MissingCall { library, call } => {
+                write!(f, "{library} is not a usable NVML library (it lacks {call})")
+            }
+            Unavailable::InitFailed(why) => write!(f, "NVML did not initialise: {why}"),
+            Unavailable::NoDevice(why) => f.write_str(why),
+        }
+    }
+}
+
+/// An `nvmlReturn_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u32);
+
+impl Status {
+    pub const SUCCESS: Status = Status(0);
+    pub const INVALID_ARGUMENT: Status = Status(2);
+    pub const NOT_FOUND: Status = Status(6);
+    pub const INSUFFICIENT_SIZE: Status = Status(7);
+    pub const FUNCTION_NOT_FOUND: Status = Status(13);
+}
+
+/// nvml.h's `nvmlProcessUtilizationSample_t`: one process's use of one device at one of the
+/// driver's samples.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UtilizationSample {
+    pub pid: u32,
+    /// When the driver took the sample: wall clock, microseconds since the epoch.
+    pub time_stamp: u64,
+    /// SM (3D and compute) utilization, percent.
+    pub sm_util: u32,
+    pub mem_util: u32,
+    pub enc_util: u32,
+    pub dec_util: u32,
+}
+
+/// nvml.h's `nvmlProcessInfo_t` (`nvmlProcessInfo_v2_t`), which both
+/// `nvmlDeviceGetComputeRunningProcesses_v3` and `_v2` fill.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// Bytes, or `NVML_VALUE_NOT_AVAILABLE`.
+    pub used_gpu_memory: u64,
+    pub gpu_instance_id: u32,
+    pub compute_instance_id: u32,
+}
+
+// The layouts nvml.h gives these structs on every 64-bit Linux ABI.
+const _: () = assert!(size_of::<UtilizationSample>() == 32 && size_of::<ProcessInfo>() == 24);
+
+/// What one device answered at one probe. `None` where a call failed: no news.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceReading {
+    /// The timestamp NVML was asked for samples after: where this device's window starts.
+    pub since: u64,
+    /// `nvmlDeviceGetProcessUtilization`, as the library returned them (a garbage library may
+    /// return stale or out-of-range ones; [`summarize`] drops those).
+    pub samples: Option<Vec<UtilizationSample>>,
+    /// `nvmlDeviceGetComputeRunningProcesses`.
+    pub processes: Option<Vec<ProcessInfo>>,
+    /// `nvmlDeviceGetUtilizationRates`' `gpu` percentage (asked in device scope only).
+    pub busy_percent: Option<u32>,
+    /// `nvmlDeviceGetMemoryInfo`'s `used` bytes (asked in device scope only).
+    pub memory_used: Option<u64>,
+}
+
+/// One tree process's GPU use in a probe window, for the dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessGpu {
+    pub pid: u32,
+    /// Its highest SM utilization in the window, percent, on any device; `None` when NVML had
+    /// no sample of it (NVML keeps samples only of processes that used the GPU).
+    pub sm_percent: Option<u8>,
+    /// GPU memory it holds, summed over devices; `None` when NVML cannot tell.
+    pub memory_bytes: Option<u64>,
+}
+
+/// What the GPUs say about one probe window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuSample {
+    /// A GPU worked for the tree (process scope) or at all (device scope) in the window.
+    pub evidence: bool,
+    /// The highest SM utilization in percent (0–100) of the tree's processes in the window, or
+    /// of the devices in device scope: the sample's `gpu_util`. `None` when no device answered.
+    pub util: Option<u8>,
+    /// GPU memory held by the tree's processes, or used on the devices in device scope: the
+    /// sample's `gpu_memory_bytes`. `None` when no device answered.
+    pub memory_bytes: Option<u64>,
+    /// The tree's processes that NVML reported, by pid.
+    pub per_process: Vec<ProcessGpu>,
+    /// The first failure of each call on each device, once per run: lines for `-v`.
+    pub notes: Vec<String>,
+}
+
+/// Where a device's next window starts: after the newest sample seen, but never later than now,
+/// or a clock stepped back (or a garbage timestamp) would hide every later sample.
+pub fn window_start(last_seen: u64, now_us: u64) -> u64 {
+    last_seen.min(now_us)
+}
+
+/// The samples that count: taken inside the window, with a utilization that is a percentage.
+fn counted(samples: &[UtilizationSample], since: u64) -> impl Iterator<Item = &UtilizationSample> {
+    samples.iter().filter(move |s| s.time_stamp > since && s.sm_util <= 100)
+}
+
+/// The newest timestamp seen after a reading: the start of the next window.
+pub fn last_seen_after(reading: &DeviceReading) -> u64 {
+    let samples = reading.samples.as_deref().unwrap_or_default();
+    counted(samples, reading.since).map(|s| s.time_stamp).fold(reading.since, u64::max)
+}
+
+/// Turns what the devices answered into one probe's figures. `in_tree` says whether a pid
+/// (as NVML reports it) is one of the tree's processes.
+pub fn summarize(
+    readings: &[DeviceReading],
+    scope: Scope,
+    in_tree: impl Fn(u32) -> bool,
+) -> GpuSample {
+    let mut util: Option<u8> = None;
+    let mut memory: Option<u64> = None;
+    let mut per_process: BTreeMap<u32, ProcessGpu> = BTreeMap::new();
+    for reading in readings {
+        if let Some(samples) = &reading.samples {
+            let mut top = 0;
+            for sample in counted(samples, reading.since) {
+                let sm = sample.sm_util as u8; // counted() kept 0..=100
+                let mine = in_tree(sample.pid);
+                if mine {
+                    let process = process_entry(&mut per_process, sample.pid);
+                    process.sm_percent = process.sm_percent.max(Some(sm));
+                }
+                if mine || scope == Scope::Device {
+                    top = top.max(sm);
+                }
+            }
+            util = util.max(Some(top));
+        }
+        if let Some(processes) = &reading.processes {
+            let mut held = 0u64;
+            for info in processes.iter().filter(|info| in_tree(info.pid)) {
+                let process = process_entry(&mut per_process, info.pid);
+                if info.used_gpu_memory != NOT_AVAILABLE {
+                    process.memory_bytes = Some(
+                        process.memory_bytes.unwrap_or(0).saturating_add(info.used_gpu_memory),
+                    );
+                    held = held.saturating_add(info.used_gpu_memory);
+                }
+            }
+            if scope == Scope::Process {
+                memory = Some(memory.unwrap_or(0).saturating_add(held));
+            }
+        }
+        if scope == Scope::Device {
+            if let Some(busy) = reading.busy_percent.filter(|&busy| busy <= 100) {
+                util = util.max(Some(busy as u8));
+            }
+            if let Some(used) = reading.memory_used {
+                memory = Some(memory.unwrap_or(0).saturating_add(used));
+            }
+        }
+    }
+    GpuSample {
+        evidence: util.is_some_and(|util| util > 0),
+        util,
+        memory_bytes: memory,
+        per_process: per_process.into_values().collect(),
+        notes: Vec::new(),
+    }
+}
+
+fn process_entry(per_process: &mut BTreeMap<u32, ProcessGpu>, pid: u32) -> &mut ProcessGpu {
+    per_process.entry(pid).or_insert(ProcessGpu { pid, sm_percent: None, memory_bytes: None })
+}
+
+/// Why a list call gave no list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFailure {
+    /// The library returned this status.
+    Returned(Status),
+    /// The library claimed a count it cannot mean: more entries than the room it was given, or
+    /// more than `MAX_ENTRIES`.
+    BadCount(u32),
+}
+
+/// NVML's list calls fill a caller's array and report how many entries they wrote or, with
+/// `NVML_ERROR_INSUFFICIENT_SIZE`, how many they need. `call(room)` makes the call with
+/// `room.len()` as the array's size. The first call gets room for `FIRST_ROOM` entries (no
+/// separate sizing call in the usual case); when that is too small the room grows once to
+/// what the library asked for, within `MAX_ENTRIES`.
+pub fn fetch_list<T: Copy + Default>(
+    mut call: impl FnMut(&mut [T]) -> (Status, u32),
+) -> Result<Vec<T>, ListFailure> {
+    let mut list = vec![T::default(); FIRST_ROOM];
+    for _ in 0..2 {
+        let (status, count) = call(&mut list);
+        let claimed = count as usize;
+        match status {
+            Status::SUCCESS if claimed <= list.len() => {
+                list.truncate(claimed);
+                return Ok(list);
+            }
+            Status::INSUFFICIENT_SIZE if claimed > list.len() && claimed <= MAX_ENTRIES => {
+                list.resize((claimed + SLACK).min(MAX_ENTRIES), T::default());
+            }
+            Status::SUCCESS | Status::INSUFFICIENT_SIZE => {
+                return Err(ListFailure::BadCount(count));
+            }
+            status => return Err(ListFailure::Returned(status)),
+        }
+    }
+    // Still too small after growing to what it asked for: processes come and go faster than
+    // two calls; the next probe tries again.
+    Err(ListFailure::Returned(Status::INSUFFICIENT_SIZE))
+}
+
+/// The calls `Gpu::sample` makes per device, to note each one's first failure once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Utilization,
+    Processes,
+    Rates,
+    Memory,
+}
+
+impl Call {
+    const ALL: usize = 4;
+
+    fn name(self, library: &sys_nvml::Library) -> &'static str {
+        match self {
+            Call::Utilization => "nvmlDeviceGetProcessUtilization",
+            Call::Processes => library.running_processes_name(),
+            Call::Rates => "nvmlDeviceGetUtilizationRates",
+            Call::Memory => "nvmlDeviceGetMemoryInfo",
+        }
+    }
+}
+
+/// NVML, initialised, with the devices it offered and where each device's next window starts.
+/// Load it once (initialising NVML is costly) and keep it for the whole run; dropping it shuts
+/// NVML down.
+pub struct Gpu {
+    library: sys_nvml::Library,
+    /// Per device: the newest sample timestamp seen, in microseconds.
+    last_seen: Vec<u64>,
+    /// Per device and call: whether its failure was already noted.
+    noted: Vec<[bool; Call::ALL]>,
+}
+
+/// Opens NVML: the file `WATCHD_NVML_LIBRARY` names (when set and not empty), else
+/// `libnvidia-ml.so.1` from the loader's search path.
+pub fn load() -> Result<Gpu, Unavailable> {
+    let named = std::env::var_os(LIBRARY_VAR).filter(|name| !name.is_empty());
+    load_from(named.as_deref().unwrap_or(OsStr::new(DEFAULT_LIBRARY)))
+}
+
+/// Opens NVML from `library` (a path, or a bare name for the loader's search path),
+/// initialises it and takes a handle on every device it offers.
+pub fn load_from(library: &OsStr) -> Result<Gpu, Unavailable> {
+    let mut nvml = sys_nvml::open(library)?;
+    let status = nvml.init();
+    if status != Status::SUCCESS {
+        return Err(Unavailable::InitFailed(nvml.describe(status)));
+    }
+    let count = nvml.device_count().map_err(|status| {
+        Unavailable::NoDevice(format!("NVML cannot count its devices: {}", nvml.describe(status)))
+    })?;
+    let mut first_error = None;
+    for index in 0..count.min(MAX_DEVICES) {
+        if let Err(status) = nvml.add_device(index) {
+            first_error.get_or_insert((index, status));
+        }
+    }
+    let devices = nvml.devices();
+    if devices == 0 {
+        return Err(Unavailable::NoDevice(match first_error {
+            None => "NVML sees no GPU".to_string(),
+            Some((index, status)) => format!(
+                "NVML sees {count} GPUs and opens none (GPU {index}: {})",
+                nvml.describe(status)
+            ),
+        }));
+    }
+    Ok(Gpu { library: nvml, last_seen: vec![0; devices], noted: vec![[false; Call::ALL]; devices] })
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gpu").field("last_seen", &self.last_seen).finish_non_exhaustive()
+    }
+}
+
+impl Gpu {
+    /// How many devices are asked at each probe.
+    pub fn devices(&self) -> usize {
+        self.library.devices()
+    }
+
+    /// Asks every device what happened since the previous call: one probe's figures.
+    /// `in_tree` says whether a pid NVML reports is one of the tree's processes.
+    pub fn sample(&mut self, scope: Scope, in_tree: impl Fn(u32) -> bool) -> GpuSample {
+        let now = now_micros();
+        let mut notes = Vec::new();
+        let readings: Vec<DeviceReading> =
+            (0..self.devices()).map(|device| self.read(device, scope, now, &mut notes)).collect();
+        for (last_seen, reading) in self.last_seen.iter_mut().zip(&readings) {
+            *last_seen = last_seen_after(reading);
+        }
+        GpuSample { notes, ..summarize(&readings, scope, in_tree) }
+    }
+
+    fn read(
+        &mut self,
+        device: usize,
+        scope: Scope,
+        now: u64,
+        notes: &mut Vec<String>,
+    ) -> DeviceReading {
+        let since = window_start(self.last_seen[device], now);
+        let nvml = &self.library;
+        let samples = match fetch_list(|room| nvml.process_utilization(device, room, since)) {
+            // NOT_FOUND: no sample newer than `since`, i.e. nobody used this device.
+            Err(ListFailure::Returned(Status::NOT_FOUND)) => Ok(Vec::new()),
+            other => other,
+        };
+        let processes = fetch_list(|room| nvml.running_processes(device, room));
+        let (rates, memory) = match scope {
+            Scope::Process => (None, None),
+            Scope::Device => (
+                Some(nvml.utilization_rates(device).map_err(ListFailure::Returned)),
+                Some(nvml.memory_used(device).map_err(ListFailure::Returned)),
+            ),
+        };
+        let mut reading = DeviceReading { since, ..DeviceReading::default() };
+        reading.samples = self.keep(device, Call::Utilization, samples, notes);
+        reading.processes = self.keep(device, Call::Processes, processes, notes);
+        reading.busy_percent = rates.and_then(|r| self.keep(device, Call::Rates, r, notes));
+        reading.memory_used = memory.and_then(|m| self.keep(device, Call::Memory, m, notes));
+        reading
+    }
+
+    /// A call's answer, or `None` after noting its first failure on this device.
+    fn keep<T>(
+        &mut self,
+        device: usize,
+        call: Call,
+        answer: Result<T, ListFailure>,
+        notes: &mut Vec<String>,
+    ) -> Option<T> {
+        let failure = match answer {
+            Ok(value) => return Some(value),
+            Err(failure) => failure,
+        };
+        let noted = &mut self.noted[device][call as usize];
+        if !*noted {
+            *noted = true;
+            let why = match failure {
+                ListFailure::Returned(status) => self.library.describe(status),
+                ListFailure::BadCount(count) => format!("answered a count of {count}"),
+            };
+            notes.push(format!(
+                "GPU {device}: {} failed ({why}): no GPU evidence from it while it fails",
+                call.name(&self.library)
+            ));
+        }
+        None
+    }
+}
+
+/// NVML's timestamps are the wall clock in microseconds.
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
+// To be moved into src/sys.rs
+/// The calls into the NVML library: `dlopen`, `dlsym`, and each NVML function watchd uses,
+/// behind safe functions. Device handles never leave this module: devices are named by their
+/// position in `Library::devices`.
+mod sys_nvml {
+    use std::ffi::{CStr, OsStr, c_char, c_uint, c_ulonglong, c_void};
+
+    use super::{ProcessInfo, Status, Unavailable, UtilizationSample};
+
+    /// nvml.h's `nvmlDevice_t`: an opaque handle, valid while NVML is initialised.
+    type Device = *mut c_void;
+    type Return = c_uint;
+
+    /// nvml.h's `nvmlUtilization_t`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Utilization {
+        gpu: c_uint,
+        memory: c_uint,
+    }
+
+    /// nvml.h's `nvmlMemory_t`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Memory {
+        total: c_ulonglong,
+        free: c_ulonglong,
+        used: c_ulonglong,
+    }
+
+    // nvml.h's signatures of the calls watchd makes.
+    type Init = unsafe extern "C" fn() -> Return;
+    type Shutdown = unsafe extern "C" fn() -> Return;
+    type DeviceCount = unsafe extern "C" fn(*mut c_uint) -> Return;
+    type DeviceHandle = unsafe extern "C" fn(c_uint, *mut Device) -> Return;
+    type ProcessUtilization =
+        unsafe extern "C" fn(Device, *mut UtilizationSample, *mut c_uint, c_ulonglong) -> Return;
+    type RunningProcesses = unsafe extern "C" fn(Device, *mut c_uint, *mut ProcessInfo) -> Return;
+    type UtilizationRates = unsafe extern "C" fn(Device, *mut Utilization) -> Return;
+    type MemoryInfo = unsafe extern "C" fn(Device, *mut Memory) -> Return;
+    type ErrorString = unsafe extern "C" fn(Return) -> *const c_char;
+
+    /// The library's entry points.
+    #[derive(Clone, Copy)]
+    struct Calls {
+        init: Init,
+        shutdown: Shutdown,
+        device_count: DeviceCount,
+        device_handle: DeviceHandle,
+        process_utilization: ProcessUtilization,
+        running_processes: RunningProcesses,
+        running_processes_v3: bool,
+        utilization_rates: Option<UtilizationRates>,
+        memory_info: Option<MemoryInfo>,
+        error_string: Option<ErrorString>,
+    }
+
+    /// An opened NVML library. It is never unloaded: NVML may leave threads and handlers
+    /// behind that point into it, and watchd keeps it for its whole life anyway.
+    pub struct Library {
+        calls: Calls,
+        initialised: bool,
+        devices: Vec<Device>,
+    }
+
+    /// Opens the library and finds the calls watchd makes. A statically linked build does not
+    /// try: glibc's dlopen from a static binary needs, at run time, the very glibc it was
+    /// linked with, and a library that pulls in another libc breaks the process.
+    pub fn open(path: &OsStr) -> Result<Library, Unavailable> {
+        #[cfg(target_feature = "crt-static")]
+        {
+            let _ = path;
+            Err(Unavailable::StaticBuild)
+        }
+        #[cfg(not(target_feature = "crt-static"))]
+        {
+            let calls = dynamic::open(path)?;
+            Ok(Library { calls, initialised: false, devices: Vec::new() })
+        }
+    }
+
+    #[cfg(not(target_feature = "crt-static"))]
+    mod dynamic {
+        use std::ffi::{CStr, CString, OsStr, c_void};
+        use std::mem::transmute;
+        use std::os::unix::ffi::OsStrExt;
+
+        use super::{
+            Calls, DeviceCount, DeviceHandle, ErrorString, Init, MemoryInfo, ProcessUtilization,
+            RunningProcesses, Shutdown, Unavailable, UtilizationRates,
+        };
+
+        pub fn open(path: &OsStr) -> Result<Calls, Unavailable> {
+            let shown = path.to_string_lossy().into_owned();
+            let Ok(name) = CString::new(path.as_bytes()) else {
+                return Err(Unavailable::NoLibrary(format!("{shown}: a path with a NUL byte")));
+            };
+            // SAFETY: `name` is a NUL-terminated string. Loading runs the library's
+            // initialisers: watchd trusts the file the driver installed or the user named, as
+            // the loader trusts LD_PRELOAD.
+            let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            if handle.is_null() {
+                return Err(Unavailable::NoLibrary(loader_error(&shown)));
+            }
+            let required = |name: &'static CStr| {
+                symbol(handle, name).ok_or_else(|| Unavailable::MissingCall {
+                    library: shown.clone(),
+                    call: name.to_str().unwrap_or_default(),
+                })
+            };
+            let init = required(c"nvmlInit_v2")?;
+            let shutdown = required(c"nvmlShutdown")?;
+            let device_count = required(c"nvmlDeviceGetCount_v2")?;
+            let device_handle = required(c"nvmlDeviceGetHandleByIndex_v2")?;
+            let process_utilization = required(c"nvmlDeviceGetProcessUtilization")?;
+            // Newer drivers export _v3, older ones only _v2; both fill the same nvmlProcessInfo_t.
+            let v3 = symbol(handle, c"nvmlDeviceGetComputeRunningProcesses_v3");
+            let running = match v3 {
+                Some(address) => address,
+                None => required(c"nvmlDeviceGetComputeRunningProcesses_v2")?,
+            };
+            let utilization_rates = symbol(handle, c"nvmlDeviceGetUtilizationRates");
+            let memory_info = symbol(handle, c"nvmlDeviceGetMemoryInfo");
+            let error_string = symbol(handle, c"nvmlErrorString");
+            // SAFETY: each address is that of the NVML function exported under the name it was
+            // looked up by, and becomes a pointer to a function of the signature nvml.h
+            // declares for that name (the field's type).
+            unsafe {
+                Ok(Calls {
+                    init: transmute::<*mut c_void, Init>(init),
+                    shutdown: transmute::<*mut c_void, Shutdown>(shutdown),
+                    device_count: transmute::<*mut c_void, DeviceCount>(device_count),
+                    device_handle: transmute::<*mut c_void, DeviceHandle>(device_handle),
+                    process_utilization: transmute::<*mut c_void, ProcessUtilization>(
+                        process_utilization,
+                    ),
+                    running_processes: transmute::<*mut c_void, RunningProcesses>(running),
+                    running_processes_v3: v3.is_some(),
+                    utilization_rates: utilization_rates
+                        .map(|f| transmute::<*mut c_void, UtilizationRates>(f)),
+                    memory_info: memory_info.map(|f| transmute::<*mut c_void, MemoryInfo>(f)),
+                    error_string: error_string.map(|f| transmute::<*mut c_void, ErrorString>(f)),
+                })
+            }
+        }
+
+        fn symbol(handle: *mut c_void, name: &CStr) -> Option<*mut c_void> {
+            // SAFETY: `handle` is a live handle from dlopen (never closed); `name` is
+            // NUL-terminated.
+            let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
+            (!address.is_null()).then_some(address)
+        }
+
+        fn loader_error(shown: &str) -> String {
+            // SAFETY: dlerror returns null or a NUL-terminated message that stays valid until
+            // the next dl* call on this thread; it is copied at once.
+            unsafe {
+                let message = libc::dlerror();
+                if message.is_null() {
+                    format!("{shown}: cannot be loaded")
+                } else {
+                    CStr::from_ptr(message).to_string_lossy().into_owned()
+                }
+            }
+        }
+    }
+
+    impl Library {
+        /// `nvmlInit_v2`; on success `Drop` shuts NVML down again.
+        pub fn init(&mut self) -> Status {
+            // SAFETY: nvmlInit_v2 takes no argument and may be called at any time.
+            let status = Status(unsafe { (self.calls.init)() });
+            self.initialised = status == Status::SUCCESS;
+            status
+        }
+
+        pub fn device_count(&self) -> Result<u32, Status> {
+            let mut count: c_uint = 0;
+            // SAFETY: `count` is a valid out-pointer for the duration of the call.
+            let status = Status(unsafe { (self.calls.device_count)(&mut count) });
+            if status == Status::SUCCESS { Ok(count) } else { Err(status) }
+        }
+
+        /// Takes a handle on device `index` and appends it to `devices`.
+        pub fn add_device(&mut self, index: u32) -> Result<(), Status> {
+            let mut device: Device = std::ptr::null_mut();
+            // SAFETY: `device` is a valid out-pointer; NVML validates the index.
+            let status = Status(unsafe { (self.calls.device_handle)(index, &mut device) });
+            if status != Status::SUCCESS {
+                return Err(status);
+            }
+            self.devices.push(device);
+            Ok(())
+        }
+
+        pub fn devices(&self) -> usize {
+            self.devices.len()
+        }
+
+        /// `nvmlDeviceGetProcessUtilization` into `room`: samples newer than `since`.
+        pub fn process_utilization(
+            &self,
+            device: usize,
+            room: &mut [UtilizationSample],
+            since: u64,
+        ) -> (Status, u32) {
+            let Some(&handle) = self.devices.get(device) else {
+                return (Status::INVALID_ARGUMENT, 0);
+            };
+            let (array, mut count) = array(room);
+            // SAFETY: `handle` came from nvmlDeviceGetHandleByIndex_v2 on this library;
+            // `array` is null with a count of 0 or points to `count` writable samples laid out
+            // as nvml.h's nvmlProcessUtilizationSample_t; `count` is a valid in/out pointer.
+            let status =
+                unsafe { (self.calls.process_utilization)(handle, array, &mut count, since) };
+            (Status(status), count)
+        }
+
+        /// `nvmlDeviceGetComputeRunningProcesses_v3` (or `_v2`) into `room`.
+        pub fn running_processes(&self, device: usize, room: &mut [ProcessInfo]) -> (Status, u32) {
+            let Some(&handle) = self.devices.get(device) else {
+                return (Status::INVALID_ARGUMENT, 0);
+            };
+            let (array, mut count) = array(room);
+            // SAFETY: as in process_utilization; the array is laid out as nvml.h's
+            // nvmlProcessInfo_t, which both the _v3 and _v2 calls fill.
+            let status = unsafe { (self.calls.running_processes)(handle, &mut count, array) };
+            (Status(status), count)
+        }
+
+        pub fn running_processes_name(&self) -> &'static str {
+            if self.calls.running_processes_v3 {
+                "nvmlDeviceGetComputeRunningProcesses_v3"
+            } else {
+                "nvmlDeviceGetComputeRunningProcesses_v2"
+            }
+        }
+
+        /// `nvmlDeviceGetUtilizationRates`' `gpu`: percent of the last sample period during
+        /// which a kernel ran.
+        pub fn utilization_rates(&self, device: usize) -> Result<u32, Status> {
+            let (Some(&handle), Some(call)) =
+                (self.devices.get(device), self.calls.utilization_rates)
+            else {
+                return Err(Status::FUNCTION_NOT_FOUND);
+            };
+            let mut rates = Utilization::default();
+            // SAFETY: `handle` as above; `rates` is a valid out-pointer to nvmlUtilization_t.
+            let status = Status(unsafe { call(handle, &mut rates) });
+            if status == Status::SUCCESS { Ok(rates.gpu) } else { Err(status) }
+        }
+
+        /// `nvmlDeviceGetMemoryInfo`'s `used` bytes.
+        pub fn memory_used(&self, device: usize) -> Result<u64, Status> {
+            let (Some(&handle), Some(call)) = (self.devices.get(device), self.calls.memory_info)
+            else {
+                return Err(Status::FUNCTION_NOT_FOUND);
+            };
+            let mut memory = Memory::default();
+            // SAFETY: `handle` as above; `memory` is a valid out-pointer to nvmlMemory_t.
+            let status = Status(unsafe { call(handle, &mut memory) });
+            if status == Status::SUCCESS { Ok(memory.used) } else { Err(status) }
+        }
+
+        /// `nvmlErrorString`'s text for a status, with its number.
+        pub fn describe(&self, status: Status) -> String {
+            let text = self.calls.error_string.and_then(|call| {
+                // SAFETY: nvmlErrorString accepts any value and returns null or a static
+                // NUL-terminated string, copied at once.
+                unsafe {
+                    let text = call(status.0);
+                    (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
+                }
+            });
+            match text {
+                Some(text) => format!("{text}, NVML error {}", status.0),
+                None => format!("NVML error {}", status.0),
+            }
+        }
+    }
+
+    /// A list call's array argument: null with a count of 0 for no room (NVML's way of asking
+    /// for the size), else the slice's start and length.
+    fn array<T>(room: &mut [T]) -> (*mut T, c_uint) {
+        match c_uint::try_from(room.len()) {
+            Ok(0) | Err(_) => (std::ptr::null_mut(), 0),
+            Ok(len) => (room.as_mut_ptr(), len),
+        }
+    }
+
+    impl Drop for Library {
+        fn drop(&mut self) {
+            if self.initialised {
+                // SAFETY: NVML was initialised by this Library and is shut down once; the
+                // device handles die with it.
+                unsafe { (self.calls.shutdown)() };
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(target_feature = "crt-static")))]
+#[path = "../tests/fixtures/fake_nvml.rs"]
+mod fake_nvml;
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TREE: u32 = 4242;
+    const OTHER: u32 = 777;
+
+    fn in_tree(pid: u32) -> bool {
+        pid == TREE
+    }
+
+    fn sample(pid: u32, sm_util: u32, time_stamp: u64) -> UtilizationSample {
+        UtilizationSample { pid, time_stamp, sm_util, ..UtilizationSample::default() }
+    }
+
+    fn process(pid: u32, used_gpu_memory: u64) -> ProcessInfo {
+        ProcessInfo { pid, used_gpu_memory, ..ProcessInfo::default() }
+    }
+
+    fn with_samples(since: u64, samples: Vec<UtilizationSample>) -> DeviceReading {
+        DeviceReading { since, samples: Some(samples), ..DeviceReading::default() }
+    }
+
+    #[test]
+    fn tree_process_with_sm_use_in_the_window_is_evidence() {
+        let got =
+            summarize(&[with_samples(100, vec![sample(TREE, 37, 150)])], Scope::Process, in_tree);
+        assert!(got.evidence);
+        assert_eq!(got.util, Some(37));
+        assert_eq!(got.memory_bytes, None, "no device answered the running-processes call");
+        assert_eq!(
+            got.per_process,
+            [ProcessGpu { pid: TREE, sm_percent: Some(37), memory_bytes: None }]
+        );
+    }
+
+    #[test]
+    fn another_process_counts_only_in_device_scope() {
+        let readings = [with_samples(100, vec![sample(OTHER, 80, 150)])];
+        let process = summarize(&readings, Scope::Process, in_tree);
+        assert!(!process.evidence);
+        assert_eq!(process.util, Some(0));
+        assert!(process.per_process.is_empty());
+        let device = summarize(&readings, Scope::Device, in_tree);
+        assert!(device.evidence);
+        assert_eq!(device.util, Some(80));
+        assert!(device.per_process.is_empty(), "the dump lists the tree's processes only");
+    }
+
+    #[test]
+    fn use_on_any_device_counts() {
+        let readings = [
+            with_samples(100, vec![]),
+            with_samples(5000, vec![sample(TREE, 12, 5001), sample(TREE, 3, 5002)]),
+        ];
+        let got = summarize(&readings, Scope::Process, in_tree);
+        assert!(got.evidence);
+        assert_eq!(got.util, Some(12));
+    }
+
+    #[test]
+    fn samples_outside_the_window_or_out_of_range_do_not_count() {
+        let reading = with_samples(
+            100,
+            vec![sample(TREE, 90, 100), sample(TREE, 101, 200), sample(TREE, 0, 150)],
+        );
+        let got = summarize(std::slice::from_ref(&reading), Scope::Device, in_tree);
+        assert!(!got.evidence, "{got:?}");
+        assert_eq!(got.util, Some(0));
+        assert_eq!(
+            got.per_process,
+            [ProcessGpu { pid: TREE, sm_percent: Some(0), memory_bytes: None }]
+        );
+        assert_eq!(last_seen_after(&reading), 150, "a garbage sample does not move the window");
+    }
+
+    #[test]
+    fn memory_adds_up_per_process_and_over_devices() {
+        let tree = |pid| pid == TREE || pid == 99;
+        let readings = [
+            DeviceReading {
+                processes: Some(vec![process(TREE, 1000), process(OTHER, 5000)]),
+                memory_used: Some(10),
+                ..DeviceReading::default()
+            },
+            DeviceReading {
+                processes: Some(vec![process(TREE, 24), process(99, NOT_AVAILABLE)]),
+                memory_used: Some(20),
+                ..DeviceReading::default()
+            },
+        ];
+        let got = summarize(&readings, Scope::Process, tree);
+        assert_eq!(got.memory_bytes, Some(1024));
+        assert_eq!(
+            got.per_process,
+            [
+                ProcessGpu { pid: 99, sm_percent: None, memory_bytes: None },
+                ProcessGpu { pid: TREE, sm_percent: None, memory_bytes: Some(1024) },
+            ]
+        );
+        assert!(!got.evidence, "memory is not use");
+        let device = summarize(&readings, Scope::Device, tree);
+        assert_eq!(device.memory_bytes, Some(30), "device scope reports what the devices use");
+    }
+
+    #[test]
+    fn busy_devices_count_in_device_scope_only() {
+        let reading = |busy| DeviceReading {
+            samples: Some(vec![]),
+            busy_percent: Some(busy),
+            ..DeviceReading::default()
+        };
+        let device = summarize(&[reading(12), reading(250)], Scope::Device, in_tree);
+        assert!(device.evidence);
+        assert_eq!(device.util, Some(12), "250 % is garbage");
+        let process = summarize(&[reading(12)], Scope::Process, in_tree);
+        assert!(!process.evidence);
+        assert_eq!(process.util, Some(0));
+    }
+
+    #[test]
+    fn nothing_answered_is_no_news() {
+        for readings in [&[][..], &[DeviceReading::default(), DeviceReading::default()][..]] {
+            for scope in [Scope::Process, Scope::Device] {
+                let got = summarize(readings, scope, in_tree);
+                assert_eq!(got, GpuSample::default(), "{scope:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_never_starts_after_now() {
+        assert_eq!(window_start(300, 400), 300);
+        assert_eq!(window_start(500, 400), 400, "a clock stepped back");
+        assert_eq!(window_start(u64::MAX, 400), 400, "a garbage timestamp");
+    }
+
+    /// A scripted library for `fetch_list`: answers in turn, records the room of each call.
+    fn scripted(answers: &[(Status, u32)]) -> (Result<Vec<ProcessInfo>, ListFailure>, Vec<usize>) {
+        let mut rooms = Vec::new();
+        let mut answers = answers.iter();
+        let got = fetch_list(|room: &mut [ProcessInfo]| {
+            rooms.push(room.len());
+            let (status, count) = *answers.next().expect("no more calls than scripted");
+            if status == Status::SUCCESS {
+                for (i, slot) in room.iter_mut().take(count as usize).enumerate() {
+                    *slot = process(i as u32, 1);
+                }
+            }
+            (status, count)
+        });
+        (got, rooms)
+    }
+
+    #[test]
+    fn a_list_grows_once_to_what_the_library_asks_for() {
+        let (got, rooms) = scripted(&[(Status::INSUFFICIENT_SIZE, 40), (Status::SUCCESS, 40)]);
+        assert_eq!(got.map(|list| list.len()), Ok(40));
+        assert_eq!(rooms, [FIRST_ROOM, 40 + SLACK]);
+        let (got, rooms) = scripted(&[(Status::SUCCESS, 3)]);
+        assert_eq!(got.map(|list| list.len()), Ok(3));
+        assert_eq!(rooms, [FIRST_ROOM], "no sizing call in the usual case");
+    }
+
+    #[test]
+    fn a_list_count_that_cannot_be_true_is_refused() {
+        let room = FIRST_ROOM as u32;
+        let cases = [
+            (vec![(Status::SUCCESS, room + 1)], ListFailure::BadCount(room + 1)),
+            (vec![(Status::INSUFFICIENT_SIZE, u32::MAX)], ListFailure::BadCount(u32::MAX)),
+            (vec![(Status::INSUFFICIENT_SIZE, 3)], ListFailure::BadCount(3)),
+            (
+                vec![(Status::INSUFFICIENT_SIZE, 40), (Status::INSUFFICIENT_SIZE, 80)],
+                ListFailure::Returned(Status::INSUFFICIENT_SIZE),
+            ),
+            (vec![(Status(3), 0)], ListFailure::Returned(Status(3))),
+        ];
+        for (answers, want) in cases {
+            let (got, rooms) = scripted(&answers);
+            assert_eq!(got, Err(want), "{answers:?}");
+            assert!(rooms.iter().all(|&room| room <= MAX_ENTRIES), "{rooms:?}");
+        }
+    }
+
+    fn samples() -> impl Strategy<Value = Vec<UtilizationSample>> {
+        let pid = prop::sample::select(vec![TREE, OTHER, 0, u32::MAX]);
+        let stamp = prop_oneof![0u64..400, any::<u64>()];
+        let sm = prop_oneof![0u32..=120, any::<u32>()];
+        prop::collection::vec(
+            (pid, stamp, sm).prop_map(|(pid, stamp, sm)| sample(pid, sm, stamp)),
+            0..8,
+        )
+    }
+
+    fn readings() -> impl Strategy<Value = Vec<DeviceReading>> {
+        let pid = prop::sample::select(vec![TREE, OTHER, 0, u32::MAX]);
+        let processes = prop::collection::vec(
+            (pid, any::<u64>()).prop_map(|(pid, bytes)| process(pid, bytes)),
+            0..6,
+        );
+        let reading = (
+            prop_oneof![0u64..400, any::<u64>()],
+            prop::option::of(samples()),
+            prop::option::of(processes),
+            prop::option::of(any::<u32>()),
+            prop::option::of(any::<u64>()),
+        )
+            .prop_map(|(since, samples, processes, busy_percent, memory_used)| {
+                DeviceReading { since, samples, processes, busy_percent, memory_used }
+            });
+        prop::collection::vec(reading, 0..4)
+    }
+
+    proptest! {
+        #[test]
+        fn any_answers_give_a_sane_sample(readings in readings()) {
+            let process = summarize(&readings, Scope::Process, in_tree);
+            let device = summarize(&readings, Scope::Device, in_tree);
+            for got in [&process, &device] {
+                prop_assert!(got.util.is_none_or(|util| util <= 100));
+                prop_assert_eq!(got.evidence, got.util.is_some_and(|util| util > 0));
+                prop_assert!(got.per_process.iter().all(|p| p.pid == TREE), "{:?}", got.per_process);
+            }
+            prop_assert!(process.util <= device.util, "the tree's use is part of the devices'");
+            prop_assert!(!process.evidence || device.evidence);
+            prop_assert_eq!(&process.per_process, &device.per_process);
+        }
+
+        #[test]
+        fn the_window_only_moves_forward_to_a_sample_seen(since in any::<u64>(), samples in samples()) {
+            let reading = DeviceReading { since, samples: Some(samples.clone()), ..DeviceReading::default() };
+            let next = last_seen_after(&reading);
+            prop_assert!(next >= since);
+            prop_assert!(next == since || samples.iter().any(|s| s.time_stamp == next && s.sm_util <= 100));
+        }
+
+        #[test]
+        fn any_list_answers_are_survived_within_bounds(
+            answers in prop::collection::vec((0u32..10, any::<u32>()), 2),
+        ) {
+            let answers: Vec<(Status, u32)> =
+                answers.into_iter().map(|(status, count)| (Status(status), count)).collect();
+            let (got, rooms) = scripted(&answers);
+            prop_assert!(rooms.iter().all(|&room| room <= MAX_ENTRIES));
+            if let Ok(list) = got {
+                prop_assert!(list.len() <= MAX_ENTRIES);
+            }
+        }
+    }
+
+    #[cfg(target_feature = "crt-static")]
+    #[test]
+    fn a_static_build_never_loads_a_library() {
+        assert!(matches!(load_from(OsStr::new("libc.so.6")), Err(Unavailable::StaticBuild)));
+    }
+
+    /// Through the stand-in library (tests/fixtures/fake_nvml.c), loaded as watchd loads NVML.
+    #[cfg(not(target_feature = "crt-static"))]
+    mod through_a_library {
+        use std::path::{Path, PathBuf};
+
+        use super::super::fake_nvml::{self, Scratch, Variant};
+        use super::*;
+
+        fn fake(tag: &str, variant: Variant, answers: &str) -> (Scratch, PathBuf) {
+            let dir = Scratch::new(tag);
+            let library = fake_nvml::install(&dir.0, variant);
+            fake_nvml::answer(&library, answers);
+            (dir, library)
+        }
+
+        fn open(library: &Path) -> Gpu {
+            match load_from(library.as_os_str()) {
+                Ok(gpu) => gpu,
+                Err(why) => panic!("{why}"),
+            }
+        }
+
+        fn unavailable(library: &OsStr) -> Unavailable {
+            match load_from(library) {
+                Ok(_) => panic!("{library:?} loaded"),
+                Err(why) => why,
+            }
+        }
+
+        #[test]
+        fn a_busy_tree_process_is_evidence_at_every_probe() {
+            let answers = format!("device 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1048576\n");
+            let (_dir, library) = fake("busy", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            assert_eq!(gpu.devices(), 1);
+            for probe in 0..3 {
+                let got = gpu.sample(Scope::Process, in_tree);
+                assert!(got.evidence, "probe {probe}: {got:?}");
+                assert_eq!(got.util, Some(60));
+                assert_eq!(got.memory_bytes, Some(1048576));
+                assert_eq!(
+                    got.per_process,
+                    [ProcessGpu { pid: TREE, sm_percent: Some(60), memory_bytes: Some(1048576) }]
+                );
+                assert!(got.notes.is_empty(), "{:?}", got.notes);
+            }
+        }
+
+        #[test]
+        fn another_process_use_counts_in_device_scope_only() {
+            let answers = format!(
+                "device 0 busy 70 used 5000\nsample 0 {OTHER} 70 now\nprocess 0 {OTHER} 5000\n"
+            );
+            let (_dir, library) = fake("other", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            let process = gpu.sample(Scope::Process, in_tree);
+            assert!(!process.evidence, "{process:?}");
+            assert_eq!((process.util, process.memory_bytes), (Some(0), Some(0)));
+            assert!(process.per_process.is_empty());
+            let device = gpu.sample(Scope::Device, in_tree);
+            assert!(device.evidence, "{device:?}");
+            assert_eq!((device.util, device.memory_bytes), (Some(70), Some(5000)));
+        }
+
+        #[test]
+        fn no_sample_since_the_last_timestamp_is_no_evidence() {
+            let (_dir, library) =
+                fake("once", Variant::Full, &format!("device 0\nsample 0 {TREE} 60 1000\n"));
+            let mut gpu = open(&library);
+            assert!(gpu.sample(Scope::Process, in_tree).evidence, "the sample is new at first");
+            let again = gpu.sample(Scope::Process, in_tree);
+            assert!(!again.evidence, "{again:?}");
+            assert_eq!(again.util, Some(0), "NOT_FOUND is an answer: nobody used the device");
+            assert!(again.notes.is_empty(), "{:?}", again.notes);
+        }
+
+        #[test]
+        fn stale_samples_from_a_library_that_ignores_the_timestamp_do_not_count() {
+            let answers = format!("stale\ndevice 0\nsample 0 {TREE} 60 1000\n");
+            let (_dir, library) = fake("stale", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            assert!(gpu.sample(Scope::Process, in_tree).evidence);
+            assert!(!gpu.sample(Scope::Process, in_tree).evidence);
+        }
+
+        #[test]
+        fn a_garbage_timestamp_does_not_hide_later_samples() {
+            let answers = format!("device 0\nsample 0 {TREE} 50 {}\n", u64::MAX);
+            let (_dir, library) = fake("future", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            gpu.sample(Scope::Process, in_tree);
+            fake_nvml::answer(&library, &format!("device 0\nsample 0 {TREE} 40 now\n"));
+            let got = gpu.sample(Scope::Process, in_tree);
+            assert!(got.evidence, "{got:?}");
+            assert_eq!(got.util, Some(40));
+        }
+
+        #[test]
+        fn out_of_range_utilization_is_no_evidence() {
+            let answers = format!("device 0 busy 250\nsample 0 {TREE} 1000 now\n");
+            let (_dir, library) = fake("range", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            for scope in [Scope::Process, Scope::Device] {
+                let got = gpu.sample(scope, in_tree);
+                assert!(!got.evidence, "{scope:?}: {got:?}");
+                assert_eq!(got.util, Some(0));
+            }
+        }
+
+        #[test]
+        fn failing_calls_are_no_news_and_noted_once() {
+            let answers = format!(
+                "device 0 busy 90 used 7\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\n\
+                 error utilization 3\nerror processes\nerror rates\nerror memory\n"
+            );
+            let (_dir, library) = fake("errors", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            let got = gpu.sample(Scope::Device, in_tree);
+            assert!(!got.evidence, "{got:?}");
+            assert_eq!((got.util, got.memory_bytes), (None, None));
+            assert!(got.per_process.is_empty());
+            assert_eq!(got.notes.len(), 4, "{:?}", got.notes);
+            assert!(
+                got.notes[0].contains(
+                    "GPU 0: nvmlDeviceGetProcessUtilization failed (Not Supported, NVML error 3)"
+                ),
+                "{:?}",
+                got.notes
+            );
+            assert!(gpu.sample(Scope::Device, in_tree).notes.is_empty(), "noted once per run");
+        }
+
+        #[test]
+        fn garbage_counts_are_refused() {
+            let answers = format!(
+                "device 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\ngarbage utilization\ngarbage processes\n"
+            );
+            let (_dir, library) = fake("garbage", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            let got = gpu.sample(Scope::Process, in_tree);
+            assert!(!got.evidence, "{got:?}");
+            assert_eq!((got.util, got.memory_bytes), (None, None));
+            let claimed = format!("answered a count of {}", FIRST_ROOM + 5);
+            assert!(got.notes.iter().all(|note| note.contains(&claimed)), "{:?}", got.notes);
+        }
+
+        #[test]
+        fn a_missing_library_is_unavailable() {
+            let why = unavailable(OsStr::new("/nonexistent/libnvidia-ml.so.1"));
+            assert!(matches!(why, Unavailable::NoLibrary(_)), "{why:?}");
+            let line = why.to_string();
+            assert!(line.starts_with("no GPU evidence: /nonexistent/libnvidia-ml.so.1"), "{line}");
+            let bare = unavailable(OsStr::new("libwatchd-test-no-such-nvml.so.1"));
+            assert!(matches!(bare, Unavailable::NoLibrary(_)), "{bare:?}");
+        }
+
+        #[test]
+        fn a_library_that_is_not_nvml_is_unavailable() {
+            let why = unavailable(OsStr::new("libc.so.6"));
+            assert_eq!(
+                why,
+                Unavailable::MissingCall { library: "libc.so.6".to_string(), call: "nvmlInit_v2" }
+            );
+        }
+
+        #[test]
+        fn an_nvml_without_driver_or_device_is_unavailable() {
+            let (_dir, library) = fake("init", Variant::Full, "init fail\ndevice 0\n");
+            let why = unavailable(library.as_os_str());
+            assert!(
+                why.to_string().contains("NVML did not initialise: Driver Not Loaded"),
+                "{why}"
+            );
+
+            fake_nvml::answer(&library, "");
+            assert_eq!(
+                unavailable(library.as_os_str()),
+                Unavailable::NoDevice("NVML sees no GPU".to_string())
+            );
+
+            fake_nvml::answer(&library, "device 0\ndevice 1\nerror handle 4\n");
+            let why = unavailable(library.as_os_str()).to_string();
+            assert!(why.contains("NVML sees 2 GPUs and opens none (GPU 0:"), "{why}");
+        }
+
+        #[test]
+        fn a_huge_device_count_asks_only_devices_that_exist() {
+            let (_dir, library) =
+                fake("count", Variant::Full, "count 4294967295\ndevice 0\ndevice 3\n");
+            assert_eq!(open(&library).devices(), 2);
+        }
+
+        #[test]
+        fn nvml_is_initialised_once_and_shut_down_on_drop() {
+            let answers = format!("log\ndevice 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 1\n");
+            let (_dir, library) = fake("calls", Variant::Full, &answers);
+            let mut gpu = open(&library);
+            gpu.sample(Scope::Process, in_tree);
+            gpu.sample(Scope::Process, in_tree);
+            drop(gpu);
+            let calls = fake_nvml::calls(&library);
+            let probe =
+                ["nvmlDeviceGetProcessUtilization", "nvmlDeviceGetComputeRunningProcesses_v3"];
+            let mut want =
+                vec!["nvmlInit_v2", "nvmlDeviceGetCount_v2", "nvmlDeviceGetHandleByIndex_v2"];
+            want.extend(probe);
+            want.extend(probe);
+            want.push("nvmlShutdown");
+            assert_eq!(calls, want, "two calls per device and probe, no sizing calls");
+        }
+
+        #[test]
+        fn without_v3_the_v2_running_processes_call_is_used() {
+            let answers = format!("log\ndevice 0\nprocess 0 {TREE} 4096\n");
+            let (_dir, library) = fake("v2", Variant::NoV3, &answers);
+            let mut gpu = open(&library);
+            assert_eq!(gpu.sample(Scope::Process, in_tree).memory_bytes, Some(4096));
+            assert!(
+                fake_nvml::calls(&library)
+                    .contains(&"nvmlDeviceGetComputeRunningProcesses_v2".to_string())
+            );
+        }
+    }
+}
