@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod health;
 pub mod notify;
 pub mod policy;
 pub mod probe;
