@@ -8,6 +8,7 @@ pub mod health;
 pub mod notify;
 pub mod policy;
 pub mod probe;
+pub mod readiness;
 pub mod report;
 pub mod signals;
 pub mod spawn;
