@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod health;
+pub mod helper_run;
 pub mod notify;
 pub mod policy;
 pub mod probe;
