@@ -3,10 +3,10 @@
 //! that started watchd itself (`Upstream`). Nothing here blocks: the socket is non-blocking
 //! and the driver's poll loop says when to read.
 
-use std::ffi::{CStr, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -374,7 +374,7 @@ pub struct ChildEnv {
     /// Set: `NOTIFY_SOCKET`, and `WATCHDOG_USEC` with a stall window.
     pub set: Vec<(&'static str, OsString)>,
     /// `WATCHDOG_PID` must be the child's own pid, known only after fork: the spawn path sets
-    /// it between fork and exec with a [`PidVar`].
+    /// it between fork and exec through [`Envp::finish`].
     pub watchdog_pid: bool,
 }
 
@@ -395,7 +395,7 @@ pub fn child_env(socket: Option<&Path>, stall: Option<Duration>) -> ChildEnv {
 
 impl ChildEnv {
     /// `env` with these changes applied (the pure half of building the child's environment;
-    /// `WATCHDOG_PID` is not in it, see [`PidVar`]).
+    /// `WATCHDOG_PID` is not in it, see [`Envp`]).
     pub fn apply<I>(&self, env: I) -> Vec<(OsString, OsString)>
     where
         I: IntoIterator<Item = (OsString, OsString)>,
@@ -457,6 +457,49 @@ impl PidVar {
 impl Default for PidVar {
     fn default() -> PidVar {
         PidVar::new()
+    }
+}
+
+/// A child's whole environment as execve wants it, built before fork, with room for
+/// `WATCHDOG_PID` (see [`ChildEnv::watchdog_pid`]) that [`Envp::finish`] fills in the child.
+pub struct Envp {
+    _strings: Vec<CString>,
+    /// NULL-terminated; with a pid slot, the slot is the entry before the NULL.
+    ptrs: Vec<*const libc::c_char>,
+    pid_slot: bool,
+    pid: PidVar,
+}
+
+impl Envp {
+    /// `env` as built by [`ChildEnv::apply`]; `watchdog_pid` from [`ChildEnv::watchdog_pid`].
+    /// Entries with a NUL byte cannot be passed and are left out.
+    pub fn new(env: Vec<(OsString, OsString)>, watchdog_pid: bool) -> Envp {
+        let strings: Vec<CString> = env
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let mut entry = key.into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_bytes());
+                CString::new(entry).ok()
+            })
+            .collect();
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        if watchdog_pid {
+            ptrs.push(std::ptr::null());
+        }
+        ptrs.push(std::ptr::null());
+        Envp { _strings: strings, ptrs, pid_slot: watchdog_pid, pid: PidVar::new() }
+    }
+
+    /// In the child, between fork and exec: fills `WATCHDOG_PID` with `pid` (the child's own,
+    /// from getpid) and returns the envp for execve. Async-signal-safe: no allocation, no
+    /// lock. The pointer is valid while `self` is neither moved nor dropped.
+    pub fn finish(&mut self, pid: i32) -> *const *const libc::c_char {
+        if self.pid_slot {
+            let slot = self.ptrs.len() - 2;
+            self.ptrs[slot] = self.pid.fill(pid).as_ptr();
+        }
+        self.ptrs.as_ptr()
     }
 }
 
