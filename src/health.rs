@@ -177,8 +177,9 @@ enum Phase {
 /// call [`on_ready`](HttpCheck::on_ready) when it is ready, until it gives an [`Outcome`].
 /// The descriptor may change after `on_ready` (the next address after a refusal): take `fd()`
 /// and `interest()` afresh each time. Dropping it closes the connection.
-pub struct HttpCheck<'a> {
-    url: &'a HealthUrl,
+pub struct HttpCheck {
+    /// A copy (a few hundred bytes), so the check borrows nothing from the caller.
+    url: HealthUrl,
     /// Index into `url.addrs` of the address being tried.
     addr: usize,
     fd: OwnedFd,
@@ -188,14 +189,17 @@ pub struct HttpCheck<'a> {
 /// The most a status line may take; a server that sends more without a line end is not HTTP.
 const MAX_STATUS_LINE: usize = 1024;
 
-impl<'a> HttpCheck<'a> {
+impl HttpCheck {
     /// Starts connecting (non-blocking). `Err` is an outcome already: every address refused
     /// at once, or no socket could be made.
-    pub fn start(url: &'a HealthUrl) -> Result<HttpCheck<'a>, Outcome> {
+    pub fn start(url: &HealthUrl) -> Result<HttpCheck, Outcome> {
         let mut last = None;
         for (i, addr) in url.addrs.iter().enumerate() {
             match connect(*addr) {
-                Ok(fd) => return Ok(HttpCheck { url, addr: i, fd, phase: Phase::Connecting }),
+                Ok(fd) => {
+                    let url = url.clone();
+                    return Ok(HttpCheck { url, addr: i, fd, phase: Phase::Connecting });
+                }
                 Err(errno) => last = Some(errno),
             }
         }
@@ -240,7 +244,7 @@ impl<'a> HttpCheck<'a> {
                         ) if *sent == 0 => {
                             return self.next_address(e);
                         }
-                        Err(e) => return Some(failure(self.url, e)),
+                        Err(e) => return Some(failure(&self.url, e)),
                     }
                 }
                 Phase::Reading { got } => {
@@ -275,7 +279,7 @@ impl<'a> HttpCheck<'a> {
                         }
                         Err(Errno::EINTR) => {}
                         Err(Errno::EAGAIN) => return None,
-                        Err(e) => return Some(failure(self.url, e)),
+                        Err(e) => return Some(failure(&self.url, e)),
                     }
                 }
             }
@@ -306,7 +310,7 @@ impl<'a> HttpCheck<'a> {
                 Err(e) => last = e,
             }
         }
-        Some(failure(self.url, last))
+        Some(failure(&self.url, last))
     }
 }
 

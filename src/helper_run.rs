@@ -496,12 +496,11 @@ mod sys_side {
         Aborted,
     }
 
-    /// Waits for sh to end, the timeout, or SIGTERM. sh is left a zombie (WNOWAIT), so its
-    /// pid and group id cannot be reused while `kill_all` signals the group.
+    /// Waits for sh to end, the timeout, or SIGTERM.
     fn wait_for(raw: &Raw, sh: libc::pid_t) -> Ended {
         let deadline = raw.timeout_ns.map(|t| now_ns().saturating_add(t));
         loop {
-            if let Some(status) = sh_status(sh) {
+            if let Some(status) = reap_orphans_until_sh(sh) {
                 return Ended::Sh(status);
             }
             let got = match deadline {
@@ -527,21 +526,29 @@ mod sys_side {
         }
     }
 
-    /// sh's exit status if it has ended, without reaping it.
-    fn sh_status(sh: libc::pid_t) -> Option<i32> {
-        // SAFETY: an all-zero siginfo_t is valid; waitid fills it for our own child.
-        unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-            if libc::waitid(libc::P_PID, sh as libc::id_t, &mut info, flags) != 0
-                || info.si_pid() != sh
-            {
-                return None;
+    /// Reaps every orphan that has ended (so a check that leaves many short-lived orphans
+    /// does not pile up zombies), and gives sh's exit status once sh has ended. sh itself is
+    /// left a zombie, so its pid and group id cannot be reused while `kill_all` signals them.
+    fn reap_orphans_until_sh(sh: libc::pid_t) -> Option<i32> {
+        loop {
+            // SAFETY: an all-zero siginfo_t is valid; waitid fills it for one of our own
+            // children without reaping it (WNOWAIT); waitpid then reaps exactly that child.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL;
+                if libc::waitid(libc::P_ALL, 0, &mut info, flags) != 0 || info.si_pid() == 0 {
+                    return None;
+                }
+                let pid = info.si_pid();
+                if pid == sh {
+                    return Some(match info.si_code {
+                        libc::CLD_EXITED => info.si_status() & 0xff,
+                        _ => (128 + info.si_status()).min(255),
+                    });
+                }
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL);
             }
-            Some(match info.si_code {
-                libc::CLD_EXITED => info.si_status() & 0xff,
-                _ => (128 + info.si_status()).min(255),
-            })
         }
     }
 

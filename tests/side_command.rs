@@ -112,8 +112,11 @@ fn watchd_pid_is_set_and_systemds_variables_are_not_passed() {
 fn a_hanging_check_is_killed_at_its_timeout_with_its_background_children() {
     let tag = tag();
     let cmd = format!("export {tag}; sleep 1000 & sleep 1000 & echo started; sleep 1000");
-    let (end, took) =
-        run_to_end(start(&cmd, Some(Duration::from_millis(300))), Duration::from_secs(10));
+    // The middle's clock starts inside start(): measure from before it.
+    let began = Instant::now();
+    let side = start(&cmd, Some(Duration::from_millis(300)));
+    let (end, _) = run_to_end(side, Duration::from_secs(10));
+    let took = began.elapsed();
     assert_eq!(end.status, SideStatus::TimedOut, "{end:?}");
     assert!(end.timed_out() && !end.ok);
     assert_eq!(end.output_tail, "started\n");
@@ -257,4 +260,34 @@ fn inherit_and_stderr_need_no_pipe() {
         assert_eq!(end.status, SideStatus::Exited(3));
         assert_eq!((end.output_tail.as_str(), end.output_bytes), ("", 0));
     }
+}
+
+#[test]
+fn orphans_that_end_are_reaped_while_the_check_runs() {
+    let tag = tag();
+    let cmd = format!(
+        "export {tag}; i=0; while [ $i -lt 100 ]; do (true &); i=$((i+1)); done; echo spawned; exec sleep 1000"
+    );
+    let mut side = start(&cmd, None);
+    let middle = side.pid();
+    wait_until("the orphans to be spawned", Duration::from_secs(20), || {
+        if let Some(fd) = side.output_fd() {
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(10u8));
+        }
+        let _ = side.read_output();
+        tagged(&tag).len() == 1
+    });
+    // Every orphan was adopted by the middle when its subshell ended; all it keeps is sh.
+    let children = || {
+        std::fs::read_to_string(format!("/proc/{middle}/task/{middle}/children"))
+            .unwrap_or_default()
+    };
+    wait_until("the middle to reap its orphans", Duration::from_secs(10), || {
+        children().split_whitespace().count() == 1
+    });
+    side.abort();
+    let (end, _) = run_to_end(side, Duration::from_secs(10));
+    assert_eq!(end.status, SideStatus::Aborted);
+    assert_eq!(end.output_tail, "spawned\n");
 }
