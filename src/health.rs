@@ -95,13 +95,14 @@ pub fn parse_url(text: &str) -> Result<UrlParts, String> {
     Ok(UrlParts { host, port, host_header, target })
 }
 
-/// Letters, digits, `-` and `.`, as DNS names are (a trailing dot allowed).
+/// Letters, digits, `-`, `_` and `.` (a trailing dot allowed): DNS names, and the service
+/// names container networks resolve (`my_api`).
 fn valid_name(name: &str) -> bool {
     name.split('.').enumerate().all(|(i, label)| {
         (label.is_empty() && i > 0 && name.ends_with('.') && name.len() > 1)
             || (!label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     })
 }
 
@@ -409,6 +410,7 @@ mod tests {
         let p = parts("http://Example.COM:80");
         assert_eq!(p.host, Host::Name("example.com".into()));
         assert_eq!((p.host_header.as_str(), p.target.as_str()), ("example.com", "/"));
+        assert_eq!(parts("http://my_api.local./").host, Host::Name("my_api.local.".into()));
         let p = parts("http://svc:8080/a%20b");
         assert_eq!((p.host_header.as_str(), p.target.as_str()), ("svc:8080", "/a%20b"));
     }
@@ -432,7 +434,7 @@ mod tests {
             "http://u:p@h/",
             "http://h/a b",
             "http://h/\u{e9}",
-            "http://h_x/",
+            "http://h~x/",
             "http://h..x/",
         ] {
             err(bad);
