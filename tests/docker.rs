@@ -13,7 +13,6 @@ mod util;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use engine::{Container, docker, docker_ok, engine, image, poll};
@@ -236,12 +235,7 @@ fn docker_pause_of_a_steady_job_is_not_a_stall() {
     }
     let dir = util::TempDir::new("docker-pause");
     let fifo = dir.path("pace");
-    util::run({
-        let mut mkfifo = Command::new("mkfifo");
-        mkfifo.arg(&fifo);
-        mkfifo
-    })
-    .assert_code(0);
+    util::run(engine::command("mkfifo", [&fifo])).assert_code(0);
     let volume = format!("{}:/pace", dir.0.display());
     let script =
         "while read -r n < /pace/pace; do echo tick $n; [ $n = 8 ] && break; done; echo done";
@@ -397,14 +391,9 @@ fn metrics_file_on_a_volume_is_read_from_outside_while_the_container_runs() {
     assert!(value(&later, "watchd_processes").is_some_and(|n| n >= 1.0), "{later}");
     let copy = dir.path("copy.prom");
     fs::write(&copy, &later).unwrap();
-    let check = util::run({
-        let mut cmd = Command::new("python3");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/prom_check.py"))
-            .arg("--strict")
-            .arg(&copy);
-        cmd
-    });
-    check.assert_code(0);
+    let prom_check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/prom_check.py");
+    let strict = [prom_check.as_ref(), "--strict".as_ref(), copy.as_os_str()];
+    util::run(engine::command("python3", strict)).assert_code(0);
 }
 
 #[test]
@@ -537,8 +526,8 @@ fn readme_container_section_runs_as_written() {
     }
     let _cleanup = Cleanup(name.clone());
     let sh = |line: &str| {
-        let mut bash = Command::new("bash");
-        bash.args(["-c", line]).current_dir(&context.0);
+        let mut bash = engine::command("bash", ["-c", line]);
+        bash.current_dir(&context.0);
         let r = util::run_within(&mut bash, Duration::from_secs(120));
         r.assert_code(0);
         r.stdout

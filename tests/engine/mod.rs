@@ -8,8 +8,10 @@
 //! with mmdebstrap when the engine has none.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -63,15 +65,29 @@ fn find_engine() -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// `docker ARGS` with stdin from /dev/null; DOCKER_HOST is inherited.
+/// `PROGRAM ARGS` with stdin from /dev/null.
+pub fn command<I, S>(program: impl AsRef<OsStr>, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// `docker ARGS`; DOCKER_HOST is inherited.
 pub fn docker<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
+    S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new("docker");
-    cmd.args(args).stdin(Stdio::null());
-    cmd
+    command("docker", args)
+}
+
+/// Whether the engine has an image of that name.
+fn has_image(name: &str) -> bool {
+    capture(docker(["image", "inspect", name]), DOCKER_LIMIT).is_ok_and(|o| o.status.success())
 }
 
 /// Runs to the end under `limit`, capturing both streams; a command still running at the limit
@@ -106,7 +122,7 @@ pub fn capture(mut cmd: Command, limit: Duration) -> Result<Output, String> {
 pub fn docker_ok<I, S>(args: I) -> String
 where
     I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
+    S: AsRef<OsStr>,
 {
     must(docker(args), DOCKER_LIMIT)
 }
@@ -141,23 +157,20 @@ fn target_dir() -> PathBuf {
     Path::new(WATCHD).parent().and_then(Path::parent).expect("target/<profile>/watchd").into()
 }
 
-/// Whether an ELF file asks for a program interpreter (ld.so): a binary that does cannot run
-/// in an image without libc.
-fn has_interpreter(path: &Path) -> bool {
+/// Whether a file is a 64-bit little-endian ELF that needs no program interpreter (ld.so), so
+/// it runs in an image without libc.
+fn is_static(path: &Path) -> bool {
     const PT_INTERP: u32 = 3;
-    let elf = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
-    assert!(
-        elf.starts_with(b"\x7fELF\x02\x01"),
-        "{}: not a 64-bit little-endian ELF",
-        path.display()
-    );
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count).any(|i| {
-        let at = phoff + i * size;
-        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == PT_INTERP
-    })
+    let Ok(elf) = fs::read(path) else { return false };
+    let bytes = |at: usize, n: usize| elf.get(at..at + n);
+    let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |at| bytes(at, 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let u64_at = |at| bytes(at, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    elf.starts_with(b"\x7fELF\x02\x01")
+        && (0..count).all(|i| u32_at(phoff + i * size).is_some_and(|t| t != PT_INTERP))
 }
 
 /// sha256 of some bytes, in hex (coreutils' sha256sum: no hashing crate for one cache key).
@@ -178,30 +191,23 @@ fn sha256(bytes: &[u8]) -> String {
 pub fn static_watchd() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let host = must(
-            {
-                let mut c = Command::new("rustc");
-                c.arg("-vV");
-                c
-            },
-            DOCKER_LIMIT,
-        );
+        let host = must(command("rustc", ["-vV"]), DOCKER_LIMIT);
         let triple = host
             .lines()
             .find_map(|l| l.strip_prefix("host: "))
             .expect("rustc -vV names the host")
             .to_string();
         let dir = target_dir().join("static");
-        let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
+        let cargo_bin = std::env::var_os("CARGO").unwrap_or("cargo".into());
+        let mut cargo = command(cargo_bin, ["build", "--release", "--quiet", "--target", &triple]);
         cargo
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--release", "--quiet", "--target", &triple])
             .env("CARGO_TARGET_DIR", &dir)
             // --target keeps the flag away from build scripts and proc macros.
             .env("RUSTFLAGS", "-C target-feature=+crt-static");
         must(cargo, Duration::from_secs(600));
         let bin = dir.join(&triple).join("release/watchd");
-        assert!(!has_interpreter(&bin), "{} is not static", bin.display());
+        assert!(is_static(&bin), "{} is not a static build", bin.display());
         bin
     })
 }
@@ -214,7 +220,7 @@ fn static_busybox() -> PathBuf {
         .map(|dir| dir.join("busybox"))
         .find(|p| p.is_file())
         .expect("busybox on PATH (Debian: apt-get install busybox-static)");
-    assert!(!has_interpreter(&found), "{} is not static: install busybox-static", found.display());
+    assert!(is_static(&found), "{} is not static: install busybox-static", found.display());
     found
 }
 
@@ -231,9 +237,7 @@ pub fn image() -> &'static str {
         // Bump the recipe when the root filesystem below changes.
         both.extend(b"recipe 1");
         let tag = format!("watchd-test:{}", &sha256(&both)[..16]);
-        if capture(docker(["image", "inspect", &tag]), DOCKER_LIMIT)
-            .is_ok_and(|o| o.status.success())
-        {
+        if has_image(&tag) {
             return tag;
         }
         let dir = TempDir::new("docker-rootfs");
@@ -241,26 +245,18 @@ pub fn image() -> &'static str {
         for sub in ["bin", "usr/local/bin", "etc", "proc", "sys", "dev", "tmp"] {
             fs::create_dir_all(root.join(sub)).unwrap();
         }
-        use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
         fs::copy(&busybox, root.join("bin/busybox")).unwrap();
         fs::copy(watchd, root.join("usr/local/bin/watchd")).unwrap();
-        let applets = must(
-            {
-                let mut c = Command::new(&busybox);
-                c.arg("--list");
-                c
-            },
-            DOCKER_LIMIT,
-        );
+        let applets = must(command(&busybox, ["--list"]), DOCKER_LIMIT);
         for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
         fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
         let tar = dir.path("rootfs.tar");
-        let mut pack = Command::new("tar");
-        pack.arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".");
+        let mut pack = command("tar", ["-cf"]);
+        pack.arg(&tar).arg("-C").arg(&root).arg(".");
         must(pack, DOCKER_LIMIT);
         let mut import = docker(["import"]);
         import
@@ -280,7 +276,7 @@ pub fn image() -> &'static str {
 /// made here.
 fn bookworm_slim() -> Result<(), String> {
     const BASE: &str = "debian:bookworm-slim";
-    if capture(docker(["image", "inspect", BASE]), DOCKER_LIMIT).is_ok_and(|o| o.status.success()) {
+    if has_image(BASE) {
         return Ok(());
     }
     let recipe = [
@@ -305,13 +301,13 @@ fn bookworm_slim() -> Result<(), String> {
         if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
             return Err(format!("no {BASE} image, and making one with mmdebstrap needs root"));
         }
-        if Command::new("mmdebstrap").arg("--version").output().is_err() {
+        if command("mmdebstrap", ["--version"]).output().is_err() {
             return Err(format!("no {BASE} image, and no mmdebstrap to make one"));
         }
         fs::create_dir_all(&cache).unwrap();
         let partial = tarball.with_extension(format!("partial-{}", std::process::id()));
-        let mut debstrap = Command::new("mmdebstrap");
-        debstrap.args(recipe).arg(&partial).stdin(Stdio::null());
+        let mut debstrap = command("mmdebstrap", recipe);
+        debstrap.arg(&partial);
         let made = capture(debstrap, Duration::from_secs(600))?;
         if !made.status.success() {
             let _ = fs::remove_file(&partial);
