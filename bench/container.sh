@@ -40,7 +40,9 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     docker rmi watchd-bench:watchd watchd-bench:plain >/dev/null 2>&1 || true
-    ((started_engine)) && "$repo/.ci/docker-engine" stop || true
+    if ((started_engine)); then
+        "$repo/.ci/docker-engine" stop || true
+    fi
     rm -rf "$work"
     exit "$rc"
 }
