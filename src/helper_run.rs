@@ -379,7 +379,8 @@ mod sys_side {
     use std::time::Duration;
 
     use super::{ABORTED_SIGNAL, NO_FORK_STATUS, PidScanner, TIMED_OUT_SIGNAL};
-    use crate::signals::{SIGCHLD, SigSet, Signal};
+    use crate::signals::{SIGCHLD, Signal};
+    use crate::sys::SigSet;
     use crate::spawn::Inherited;
 
     /// What the caller prepared.
@@ -458,7 +459,7 @@ mod sys_side {
             }
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             // Statuses must be kept, whatever watchd inherited.
-            crate::signals::set_default(SIGCHLD);
+            crate::sys::set_default(SIGCHLD);
             let me = libc::getpid();
             let sh = libc::fork();
             if sh == 0 {
@@ -675,7 +676,7 @@ mod sys_side {
                 libc::dup2(2, 1);
             }
             if raw.inherited.sigchld_ignored {
-                crate::signals::set_ignored(SIGCHLD);
+                crate::sys::set_ignored(SIGCHLD);
             }
             raw.inherited.mask.set_mask();
             libc::execve(c"/bin/sh".as_ptr(), raw.argv.as_ptr(), raw.envp.as_ptr());
@@ -693,7 +694,7 @@ mod sys_side {
         let Some(signal) = Signal::from_raw(sig) else {
             exit(NO_FORK_STATUS);
         };
-        crate::signals::set_default(signal);
+        crate::sys::set_default(signal);
         let mut set = SigSet::empty();
         set.add(signal);
         // SAFETY: raising a signal with its default action on ourselves.

@@ -67,6 +67,11 @@ impl SigSet {
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
     }
 
+    /// The raw set, for the async-signal-safe calls of a forked child.
+    pub fn as_ptr(&self) -> *const libc::sigset_t {
+        &self.0
+    }
+
     fn as_nix(&self) -> nix::sys::signal::SigSet {
         // SAFETY: `self.0` was initialised by sigemptyset and only changed by sigaddset.
         unsafe { nix::sys::signal::SigSet::from_sigset_t_unchecked(self.0) }

@@ -11,7 +11,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use watchd::exit::ChildEnd;
 use watchd::helper_run::{Drained, Output, SideCommand, SideEnd, SideStatus, TAIL};
-use watchd::signals::{self, SigSet};
+use watchd::signals;
+use watchd::sys::{self, SigSet};
 use watchd::spawn::Inherited;
 
 fn inherited() -> Inherited {
@@ -202,7 +203,7 @@ fn the_command_gets_watchds_inherited_signal_state() {
     let ignored = u64::from_str_radix(lines[1].trim_start_matches("SigIgn:\t"), 16).unwrap();
     // Rust's runtime ignores SIGPIPE in this process: an ignored signal stays ignored. (dash
     // catches SIGCHLD for itself, so an inherited "ignored" SIGCHLD cannot show through sh.)
-    assert!(signals::is_ignored(signals::SIGPIPE));
+    assert!(sys::is_ignored(signals::SIGPIPE));
     assert!(
         ignored & (1 << (libc::SIGPIPE - 1)) != 0,
         "SIGPIPE ignored as inherited: {}",
