@@ -180,7 +180,11 @@ fn events_of_a_whole_drain() {
                 assert!(ev["status"].is_string());
             }
             "exit" => {
-                check_fields(ev, &["code", "signal", "reason", "duration_s", "diagnosis"]);
+                check_fields(
+                    ev,
+                    &["code", "signal", "reason", "duration_s", "diagnosis", "restarts", "dropped"],
+                );
+                assert_eq!((&ev["restarts"], &ev["dropped"]), (&Value::from(0), &Value::from(0)));
                 assert!(ev["code"].is_null(), "the child died of a signal: {ev}");
                 assert_eq!(ev["signal"], "SIGKILL");
                 assert_eq!(ev["reason"], "stall");
