@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::signals::{self, Signal};
 use crate::units::{parse_cores, parse_duration, parse_fraction, parse_size};
@@ -118,7 +120,7 @@ pub struct Cli {
     pub metrics_file: Option<PathBuf>,
 
     /// Also report start, forwarded signals, reaped orphans and the exit
-    #[arg(short, long, env = "WATCHD_VERBOSE", value_parser = BoolishValueParser::new(), conflicts_with = "quiet", help_heading = OUTPUT)]
+    #[arg(short, long, env = "WATCHD_VERBOSE", value_parser = BoolishValueParser::new(), help_heading = OUTPUT)]
     pub verbose: bool,
 
     /// Print nothing but usage errors
@@ -147,4 +149,42 @@ pub enum ForwardTo {
     Child,
     Group,
     Tree,
+}
+
+/// Parses the command line and the `WATCHD_*` variables, as a user of GNU tools and systemd
+/// expects: an empty variable counts as unset (compose's `${X:-}`), and the command line wins
+/// over the environment, also between the conflicting `-q` and `-v`.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut cmd = Cli::command();
+    let empty: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| a.get_env().and_then(std::env::var_os).is_some_and(|v| v.is_empty()))
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in empty {
+        cmd = cmd.mut_arg(id, |a| a.env(None::<&'static str>));
+    }
+    let matches = cmd.try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if cli.quiet && cli.verbose {
+        let typed = |id| matches.value_source(id) == Some(ValueSource::CommandLine);
+        match (typed("quiet"), typed("verbose")) {
+            (true, false) => cli.verbose = false,
+            (false, true) => cli.quiet = false,
+            _ => {
+                let mut cmd = Cli::command();
+                return Err(cmd.error(
+                    ErrorKind::ArgumentConflict,
+                    "the argument '--verbose' cannot be used with '--quiet'",
+                ));
+            }
+        }
+    }
+    Ok(cli)
+}
+
+/// The environment variables that are watchd's own settings (`WATCHD_STALL`, ...): the
+/// command does not get them, so a nested watchd starts clean.
+pub fn own_variables() -> Vec<std::ffi::OsString> {
+    Cli::command().get_arguments().filter_map(|a| a.get_env().map(ToOwned::to_owned)).collect()
 }

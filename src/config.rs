@@ -13,6 +13,9 @@ use crate::report::Level;
 use crate::signals::Signal;
 use crate::units::FOREVER;
 
+/// Probing more often than this would only spin a core (1ns did).
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Everything watchd needs to run, typed and checked. Limits that are off are `None`.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -48,9 +51,11 @@ impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config> {
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d.min(FOREVER));
         let positive = |x: f64| (x > 0.0).then_some(x);
-        if cli.interval.is_zero() {
+        if cli.interval < MIN_INTERVAL {
             bail!(
-                "invalid value '0' for '--interval <DURATION>': the probe interval must be more than 0"
+                "invalid value '{:?}' for '--interval <DURATION>': the probe interval must be \
+                 at least 1ms",
+                cli.interval
             );
         }
         if cli.cpu_soft > cli.cpu_hard {

@@ -4,6 +4,7 @@
 //! back. It decides nothing: every "whether" and "when" is the machine's.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use crate::report::{self, Reporter};
 use crate::signals::{
     self, SIGCHLD, SIGCONT, SIGKILL, SIGPIPE, SIGTTIN, SIGTTOU, Signal, SignalSet,
 };
-use crate::spawn::{self, Inherited, SpawnError};
+use crate::spawn::{self, Inherited};
 use crate::sys::{self, SigSet, Wait};
 use crate::tree;
 
@@ -82,7 +83,11 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         reporter
             .warn(format!("cannot become a child subreaper ({err}); orphans will escape the tree"));
     }
-    let foreground = sys::terminal_is_ours();
+    let tty = sys::Tty::open();
+    let foreground = tty.as_ref().filter(|t| t.is_foreground()).map(sys::Tty::raw);
+    let own = crate::cli::own_variables();
+    let env: Vec<(OsString, OsString)> =
+        std::env::vars_os().filter(|(key, _)| !own.contains(key)).collect();
 
     let prober = Prober::new(self_pid);
     let clk_tck = prober.clk_tck();
@@ -90,17 +95,14 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     let oom_before = OomCounters::read();
     let started = Instant::now();
     let options = spawn::Options { inherited, foreground, pdeathsig: config.pdeathsig };
-    let main_pid = match spawn::spawn(&config.command, &options) {
-        Ok(pid) => pid,
+    let spawned = spawn::Command::new(&config.command, &env)
+        .and_then(|mut command| spawn::start(&mut command, &options).map(|s| (command, s)));
+    let (command, spawn::Started { pid: main_pid, exec }) = match spawned {
+        Ok(started) => started,
         Err(err) => {
             // Bad input: shown even with -q, like a usage error.
             report::usage_error(err.to_string());
-            let ending = match err {
-                SpawnError::NotFound(_) => Ending::NotFound,
-                SpawnError::NotExecutable(_) => Ending::NotExecutable,
-                SpawnError::Internal(_) => Ending::Failed,
-            };
-            return Ok(crate::exit::outcome(ending, None, pid1));
+            return Ok(crate::exit::outcome(Ending::Failed, None, pid1));
         }
     };
 
@@ -124,6 +126,10 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         machine,
         sigfd,
         main_pid,
+        command,
+        exec: Some(exec),
+        tty,
+        env,
         inherited,
         stop_cmd_pid: None,
         oom_before,
@@ -141,6 +147,12 @@ struct Driver {
     machine: Machine,
     sigfd: OwnedFd,
     main_pid: i32,
+    command: spawn::Command,
+    /// The exec-status pipe of the main child, until exec is known to have worked.
+    exec: Option<OwnedFd>,
+    tty: Option<sys::Tty>,
+    /// The environment the command and side commands get.
+    env: Vec<(OsString, OsString)>,
     inherited: Inherited,
     stop_cmd_pid: Option<i32>,
     /// The OOM killer's counters before the command started.
@@ -202,14 +214,44 @@ impl Driver {
             }
         };
         let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(exec) = &self.exec {
+            fds.push(PollFd::new(exec.as_fd(), PollFlags::POLLIN));
+        }
+        let waiting_output = self.reporter.waiting().next().is_some();
         fds.extend(self.reporter.waiting().map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
-        let waiting_output = fds.len() > 1;
         let timed_out = sys::poll(&mut fds, timeout_ms);
+        let exec_ready = self.exec.is_some() && fds[1].any().unwrap_or(true);
         drop(fds);
         if waiting_output {
             self.reporter.flush();
         }
+        if exec_ready {
+            self.check_exec(false);
+        }
         timed_out
+    }
+
+    /// Reads the main child's exec status. `reaped`: the child has been reaped, so the pipe
+    /// holds all it will ever hold. A failure ends the run with 126 or 127.
+    fn check_exec(&mut self, reaped: bool) -> bool {
+        let Some(exec) = &self.exec else { return false };
+        match spawn::exec_status(exec) {
+            spawn::ExecStatus::Pending if !reaped => false,
+            spawn::ExecStatus::Pending | spawn::ExecStatus::Done => {
+                self.exec = None;
+                false
+            }
+            spawn::ExecStatus::Failed(errno) => {
+                self.exec = None;
+                if !reaped {
+                    // It exits right after it writes: collect it so it leaves no zombie.
+                    sys::wait_for(self.main_pid);
+                }
+                let err = self.command.failure(errno);
+                self.dispatch(Event::ExecFailed(err));
+                true
+            }
+        }
     }
 
     /// Reads every pending signal; returns whether a SIGCHLD was among them.
@@ -240,12 +282,15 @@ impl Driver {
                     if pid == self.main_pid {
                         let sig = Signal::from_raw(libc::WSTOPSIG(status))
                             .unwrap_or(crate::signals::SIGSTOP);
-                        let on_terminal = sys::on_controlling_terminal();
+                        let on_terminal = self.tty.is_some();
                         self.dispatch(Event::MainStopped { sig, on_terminal });
                     }
                 }
                 Wait::Child(pid, status) => {
                     let Some(end) = ChildEnd::from_wait_status(status) else { continue };
+                    if pid == self.main_pid && self.check_exec(true) {
+                        continue;
+                    }
                     ends.push(if pid == self.main_pid {
                         let oom = (end == ChildEnd::Killed(SIGKILL))
                             .then(|| OomCounters::read().rise_since(&self.oom_before))
@@ -314,7 +359,7 @@ impl Driver {
                 None
             }
             Action::RunStopCmd { cmd } => {
-                let started = spawn::spawn_shell(&cmd, self.main_pid, &self.inherited)
+                let started = spawn::spawn_shell(&cmd, self.main_pid, &self.env, &self.inherited)
                     .map(|pid| self.stop_cmd_pid = Some(pid))
                     .map_err(|err| err.to_string());
                 Some(Event::StopCmdStarted(started))
@@ -331,7 +376,7 @@ impl Driver {
                 Some(Event::Sample(self.sampler.sample(&scan, at)))
             }
             Action::GiveTerminal { then } => {
-                let given = sys::give_terminal(self.main_pid);
+                let given = self.tty.as_ref().is_some_and(|t| t.give(self.main_pid));
                 match then {
                     AfterTerminal::Nothing => None,
                     AfterTerminal::Touched(_) => Some(Event::Terminal { given, then }),
@@ -346,7 +391,13 @@ impl Driver {
                 Some(Event::Resumed)
             }
             Action::ReturnTerminal => {
-                sys::take_terminal_back(self.main_pid);
+                if let Some(tty) = &self.tty {
+                    tty.take_back(self.main_pid);
+                }
+                None
+            }
+            Action::Fail(text) => {
+                report::usage_error(text);
                 None
             }
             Action::Say(level, text) => {

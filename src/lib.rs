@@ -25,7 +25,6 @@ mod testutil;
 pub mod tree;
 pub mod units;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::exit::{Ending, Outcome};
@@ -47,7 +46,7 @@ pub fn entry() -> i32 {
     pipe.block();
     sys::reserve_standard_fds();
 
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(err) => return usage(err),
     };
@@ -81,7 +80,7 @@ fn usage(err: clap::Error) -> i32 {
             let _ = err.print();
             0
         }
-        ErrorKind::MissingRequiredArgument if !std::env::args_os().skip(1).any(|a| a != "--") => {
+        ErrorKind::MissingRequiredArgument if err.to_string().contains("<COMMAND>") => {
             report::usage_error("missing COMMAND (usage: watchd [OPTIONS] [--] COMMAND [ARG]...)");
             failure()
         }

@@ -17,6 +17,7 @@ use crate::policy::{Policy, Trigger};
 use crate::probe::Sample;
 use crate::reason::Reason;
 use crate::report::{Event as Record, Level, Metrics};
+use crate::spawn::SpawnError;
 use crate::signals::{
     SIGCONT, SIGINT, SIGKILL, SIGPIPE, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, Signal, SignalSet,
 };
@@ -74,6 +75,8 @@ pub enum Event {
     Terminal { given: bool, then: AfterTerminal },
     /// Result of [`Action::StopSelf`]: watchd was continued (`fg`, `bg`).
     Resumed,
+    /// The main child could not exec (it has been reaped).
+    ExecFailed(SpawnError),
 }
 
 /// One reaped child.
@@ -130,6 +133,8 @@ pub enum Action {
     ReturnTerminal,
     /// A `watchd: ` line on stderr at this level.
     Say(Level, String),
+    /// A `watchd: ` line on stderr at every level, even `-q` (like a usage error).
+    Fail(String),
     /// A JSON-lines event.
     Emit(Record),
     /// Rewrite the metrics file.
@@ -316,6 +321,16 @@ impl Machine {
                 }
             }
             Event::Terminal { then: AfterTerminal::Nothing, .. } => {}
+            Event::ExecFailed(err) => {
+                out.push(Action::Fail(err.to_string()));
+                let ending = match err {
+                    SpawnError::NotFound(_) => Ending::NotFound,
+                    SpawnError::NotExecutable(_) => Ending::NotExecutable,
+                    SpawnError::Internal(_) => Ending::Failed,
+                };
+                out.push(Action::Exit(exit::outcome(ending, None, self.set.pid1)));
+                self.state = State::Exited;
+            }
             Event::Resumed => {
                 // fg or bg: the window watchd spent stopped proves nothing; resume the child's
                 // whole group, as a shell resumes a job, with the terminal if the shell gave it.
@@ -672,7 +687,8 @@ mod tests {
 
     use super::*;
     use crate::policy::Limits;
-    use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
+    use crate::spawn::SpawnError;
+use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
     use std::collections::VecDeque;
 
     const HZ: u64 = 100;

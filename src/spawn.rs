@@ -1,14 +1,20 @@
 //! Starting the command: fork, a process group of its own, the terminal's foreground, the
-//! parent-death signal, the signal state watchd inherited, and exec with PATH search.
-//! All of watchd's `fork` lives here; between fork and exec the child makes only
-//! async-signal-safe calls on memory prepared before the fork.
+//! parent-death signal, the signal state watchd inherited, the environment, and exec with PATH
+//! search. Between fork and exec the child makes only async-signal-safe calls on memory
+//! prepared before the fork.
+//!
+//! `start` returns as soon as the child exists: whether exec worked comes later, on a pipe the
+//! driver polls (close-on-exec: EOF means it did; four bytes are the errno of a failure). So a
+//! child that is stopped before exec, or whose exec hangs on a dead network mount, never holds
+//! up signal forwarding, reaping or deadlines.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 
-use std::io::Read as _;
-use std::os::fd::{AsRawFd, OwnedFd};
+use nix::errno::Errno;
 
 use crate::signals::{SIGCHLD, Signal};
 use crate::sys::{self, SigSet};
@@ -24,15 +30,15 @@ pub struct Inherited {
 
 pub struct Options {
     pub inherited: Inherited,
-    /// Make the child's group the foreground group of the terminal on stdin.
-    pub foreground: bool,
+    /// The controlling terminal, when the child's group is to be its foreground group.
+    pub foreground: Option<RawFd>,
     pub pdeathsig: Signal,
 }
 
 /// Why the command could not be started.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpawnError {
-    /// No such file anywhere on PATH: exit 127.
+    /// No such file anywhere on PATH (or its interpreter is missing): exit 127.
     NotFound(String),
     /// Found but exec failed (permissions, format, ...): exit 126.
     NotExecutable(String),
@@ -50,36 +56,43 @@ impl fmt::Display for SpawnError {
     }
 }
 
-/// The argv and the paths exec will try, as C strings, built before fork.
-struct Prepared {
+fn cstring(bytes: &[u8], what: &str) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| SpawnError::Internal(format!("{what} contains a NUL byte")))
+}
+
+/// The command as C strings, built once (before any fork) and reused for every run: argv, the
+/// paths exec will try, and the environment.
+pub struct Command {
+    name: String,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
-    _candidates: Vec<CString>,
+    candidates: Vec<CString>,
     candidate_ptrs: Vec<*const libc::c_char>,
     /// `/bin/sh <path> args...` for a file without a `#!` line (ENOEXEC), as execvp does; slot 1
     /// is filled with the candidate in the child.
     sh_argv_ptrs: Vec<*const libc::c_char>,
     sh: CString,
+    _env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
 }
 
-fn cstring(bytes: &[u8], what: &str) -> Result<CString, SpawnError> {
-    CString::new(bytes).map_err(|_| SpawnError::Internal(format!("{what} contains a NUL byte")))
-}
-
-impl Prepared {
-    fn new(command: &[OsString]) -> Result<Prepared, SpawnError> {
-        let argv = command
+impl Command {
+    /// `argv` with the environment `env`; PATH comes from `env` too, as for execvp.
+    pub fn new(argv: &[OsString], env: &[(OsString, OsString)]) -> Result<Command, SpawnError> {
+        let args = argv
             .iter()
             .map(|arg| cstring(arg.as_bytes(), "an argument"))
             .collect::<Result<Vec<_>, _>>()?;
-        let program = command[0].as_bytes();
+        let program = argv[0].as_bytes();
         let candidates: Vec<CString> = if program.contains(&b'/') {
-            vec![argv[0].clone()]
+            vec![args[0].clone()]
         } else if program.is_empty() {
             Vec::new()
         } else {
-            let path =
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            let path = env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"), |(_, v)| v.as_os_str());
             path.as_bytes()
                 .split(|&b| b == b':')
                 .filter_map(|dir| {
@@ -91,60 +104,67 @@ impl Prepared {
                 })
                 .collect()
         };
-        let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(std::ptr::null());
-        let mut candidate_ptrs: Vec<_> = candidates.iter().map(|c| c.as_ptr()).collect();
-        candidate_ptrs.push(std::ptr::null());
+        let env: Vec<CString> = env
+            .iter()
+            .filter_map(|(key, value)| {
+                let mut entry = key.clone().into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_bytes());
+                CString::new(entry).ok()
+            })
+            .collect();
+        let nul_terminated = |v: &[CString]| {
+            v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>()
+        };
         let sh = CString::new("/bin/sh").expect("no NUL in a literal");
         let mut sh_argv_ptrs = vec![sh.as_ptr(), std::ptr::null()];
-        sh_argv_ptrs.extend(argv.iter().skip(1).map(|a| a.as_ptr()));
+        sh_argv_ptrs.extend(args.iter().skip(1).map(|a| a.as_ptr()));
         sh_argv_ptrs.push(std::ptr::null());
-        Ok(Prepared {
-            _argv: argv,
-            argv_ptrs,
-            _candidates: candidates,
-            candidate_ptrs,
+        Ok(Command {
+            name: argv[0].to_string_lossy().into_owned(),
+            argv_ptrs: nul_terminated(&args),
+            _argv: args,
+            candidate_ptrs: nul_terminated(&candidates),
+            candidates,
             sh_argv_ptrs,
             sh,
+            env_ptrs: nul_terminated(&env),
+            _env: env,
         })
+    }
+
+    /// The error for an exec that failed with `errno`: 127 when nothing was found (naming a
+    /// missing `#!` interpreter when that is why), 126 otherwise.
+    pub fn failure(&self, errno: i32) -> SpawnError {
+        let name = &self.name;
+        if errno == libc::ENOENT || errno == libc::ENOTDIR {
+            if let Some(interpreter) = self.candidates.iter().find_map(|c| missing_interpreter(c)) {
+                return SpawnError::NotFound(format!(
+                    "cannot run '{name}': its interpreter '{interpreter}' was not found"
+                ));
+            }
+        }
+        let err = std::io::Error::from_raw_os_error(errno);
+        let message = format!("cannot run '{name}': {}", strip_os_error(&err));
+        match errno {
+            libc::ENOENT | libc::ENOTDIR => SpawnError::NotFound(message),
+            _ => SpawnError::NotExecutable(message),
+        }
     }
 }
 
-/// Starts the command and returns its pid once exec has succeeded.
-pub fn spawn(command: &[OsString], opts: &Options) -> Result<i32, SpawnError> {
-    let mut prepared = Prepared::new(command)?;
-    let name = command[0].to_string_lossy();
-    let (read_end, write_end) = pipe()?;
-    let parent = std::process::id() as i32;
-    // SAFETY: watchd is single-threaded when it spawns (no other thread could hold a lock the
-    // child needs), and the child only runs `exec_child`, which is async-signal-safe.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(SpawnError::Internal(format!("cannot fork: {err}")));
-    }
-    if pid == 0 {
-        exec_child(&mut prepared, opts, parent, write_end.as_raw_fd());
-    }
-    drop(write_end);
-    // Also done by the child; doing it here too means the group exists before the parent
-    // signals it, whoever runs first. EACCES (the child already exec'd) is fine.
-    let child = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::unistd::setpgid(child, child);
-    // EOF (close-on-exec) means exec succeeded; four bytes are the errno of a failed one.
-    let mut report = Vec::with_capacity(4);
-    let _ = std::fs::File::from(read_end).read_to_end(&mut report);
-    let Ok(errno) = <[u8; 4]>::try_from(report.as_slice()) else {
-        return Ok(pid);
-    };
-    // The child could not exec and has exited: collect it so it leaves no zombie.
-    sys::wait_for(pid);
-    let err = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-    let message = format!("cannot run '{name}': {}", strip_os_error(&err));
-    Err(match err.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => SpawnError::NotFound(message),
-        _ => SpawnError::NotExecutable(message),
-    })
+/// The interpreter named on the `#!` line of `path`, if the file exists and that interpreter
+/// does not (execve says ENOENT for both).
+fn missing_interpreter(path: &CString) -> Option<String> {
+    use std::io::Read;
+    let path = Path::new(OsStr::from_bytes(path.as_bytes()));
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let interpreter = line.split(|&b| b == b' ' || b == b'\t').find(|w| !w.is_empty())?;
+    let interpreter = Path::new(OsStr::from_bytes(interpreter));
+    (!interpreter.exists()).then(|| interpreter.to_string_lossy().into_owned())
 }
 
 /// "No such file or directory (os error 2)" without the parenthesis.
@@ -156,16 +176,81 @@ fn strip_os_error(err: &std::io::Error) -> String {
     }
 }
 
+/// A child that exists; whether its exec worked is read from `exec` (see [`exec_status`]).
+pub struct Started {
+    pub pid: i32,
+    /// Non-blocking read end of the exec-status pipe.
+    pub exec: OwnedFd,
+}
+
+/// What the exec-status pipe says so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecStatus {
+    /// Nothing yet: the child has not reached exec (or is stopped before it).
+    Pending,
+    /// EOF: the pipe closed on exec.
+    Done,
+    /// The child could not exec, with this errno.
+    Failed(i32),
+}
+
+/// Reads the exec-status pipe without waiting.
+pub fn exec_status(fd: &OwnedFd) -> ExecStatus {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    loop {
+        match nix::unistd::read(fd.as_fd(), &mut buf[got..]) {
+            Ok(0) if got == 0 => return ExecStatus::Done,
+            Ok(0) => return ExecStatus::Failed(libc::EIO),
+            Ok(n) => {
+                got += n;
+                if got == buf.len() {
+                    return ExecStatus::Failed(i32::from_ne_bytes(buf));
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            // The child writes its four bytes at once; a part would mean it died mid-write.
+            Err(_) if got == 0 => return ExecStatus::Pending,
+            Err(_) => return ExecStatus::Failed(libc::EIO),
+        }
+    }
+}
+
+/// Starts the command and returns at once, with the pid and the exec-status pipe.
+pub fn start(cmd: &mut Command, opts: &Options) -> Result<Started, SpawnError> {
+    let (read_end, write_end) = nix::unistd::pipe2(
+        nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
+    )
+    .map_err(|err| SpawnError::Internal(format!("cannot create a pipe: {err}")))?;
+    let parent = std::process::id() as i32;
+    // SAFETY: watchd is single-threaded when it spawns (no other thread could hold a lock the
+    // child needs), and the child only runs `exec_child`, which is async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(SpawnError::Internal(format!("cannot fork: {err}")));
+    }
+    if pid == 0 {
+        exec_child(cmd, opts, parent, write_end.as_raw_fd());
+    }
+    drop(write_end);
+    // Also done by the child; doing it here too means the group exists before the parent
+    // signals it, whoever runs first. EACCES (the child already exec'd) is fine.
+    let child = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::unistd::setpgid(child, child);
+    Ok(Started { pid, exec: read_end })
+}
+
 /// The child between fork and exec. Never returns.
-fn exec_child(prepared: &mut Prepared, opts: &Options, parent: i32, report: libc::c_int) -> ! {
+fn exec_child(cmd: &mut Command, opts: &Options, parent: i32, report: libc::c_int) -> ! {
     // SAFETY: every call below is async-signal-safe and uses only memory prepared before the
     // fork; nothing allocates, locks or unwinds.
     unsafe {
         libc::setpgid(0, 0);
-        if opts.foreground {
+        if let Some(tty) = opts.foreground {
             // SIGTTOU is still blocked here (inherited from watchd), so a background group may
             // take the terminal.
-            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+            libc::tcsetpgrp(tty, libc::getpid());
         }
         libc::prctl(libc::PR_SET_PDEATHSIG, opts.pdeathsig.as_raw() as libc::c_ulong, 0, 0, 0);
         if libc::getppid() != parent {
@@ -177,14 +262,15 @@ fn exec_child(prepared: &mut Prepared, opts: &Options, parent: i32, report: libc
         }
         opts.inherited.mask.set_mask();
 
+        let envp = cmd.env_ptrs.as_ptr();
         let mut errno = libc::ENOENT;
         let mut denied = false;
-        for &path in prepared.candidate_ptrs.iter().take_while(|p| !p.is_null()) {
-            libc::execv(path, prepared.argv_ptrs.as_ptr());
+        for &path in cmd.candidate_ptrs.iter().take_while(|p| !p.is_null()) {
+            libc::execve(path, cmd.argv_ptrs.as_ptr(), envp);
             errno = last_errno();
             if errno == libc::ENOEXEC {
-                prepared.sh_argv_ptrs[1] = path;
-                libc::execv(prepared.sh.as_ptr(), prepared.sh_argv_ptrs.as_ptr());
+                cmd.sh_argv_ptrs[1] = path;
+                libc::execve(cmd.sh.as_ptr(), cmd.sh_argv_ptrs.as_ptr(), envp);
                 errno = libc::ENOEXEC;
                 break;
             }
@@ -207,18 +293,19 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|err| SpawnError::Internal(format!("cannot create a pipe: {err}")))
-}
-
 /// Runs `sh -c CMD` with `WATCHD_PID` set, for --stop-cmd. It gets watchd's own inherited
 /// signal state, no terminal, and stays in watchd's process group.
-pub fn spawn_shell(cmd: &str, main_pid: i32, inherited: &Inherited) -> Result<i32, SpawnError> {
-    let mut env: Vec<CString> = std::env::vars_os()
+pub fn spawn_shell(
+    cmd: &str,
+    main_pid: i32,
+    env: &[(OsString, OsString)],
+    inherited: &Inherited,
+) -> Result<i32, SpawnError> {
+    let mut env: Vec<CString> = env
+        .iter()
         .filter(|(key, _)| key != "WATCHD_PID")
         .filter_map(|(key, value)| {
-            let mut entry = key.into_vec();
+            let mut entry = key.clone().into_vec();
             entry.push(b'=');
             entry.extend_from_slice(value.as_bytes());
             CString::new(entry).ok()
@@ -229,7 +316,7 @@ pub fn spawn_shell(cmd: &str, main_pid: i32, inherited: &Inherited) -> Result<i3
     env_ptrs.push(std::ptr::null());
     let script = cstring(cmd.as_bytes(), "--stop-cmd")?;
     let argv_ptrs = [c"sh".as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
-    // SAFETY: as in `spawn`: single-threaded, and the child makes only async-signal-safe calls
+    // SAFETY: as in `start`: single-threaded, and the child makes only async-signal-safe calls
     // on memory prepared above.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -248,4 +335,40 @@ pub fn spawn_shell(cmd: &str, main_pid: i32, inherited: &Inherited) -> Result<i3
         return Err(SpawnError::Internal(format!("cannot fork for --stop-cmd: {err}")));
     }
     Ok(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Scratch;
+
+    fn command(argv: &[&str]) -> Command {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        Command::new(&argv, &env).unwrap()
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_named() {
+        let dir = Scratch::new("interp");
+        let script = dir.0.join("script");
+        std::fs::write(&script, "#!/nonexistent/python -u\nprint(1)\n").unwrap();
+        let cmd = command(&[script.to_str().unwrap()]);
+        let err = cmd.failure(libc::ENOENT);
+        assert_eq!(
+            err,
+            SpawnError::NotFound(format!(
+                "cannot run '{}': its interpreter '/nonexistent/python' was not found",
+                script.display()
+            ))
+        );
+        let cmd = command(&["/no/such/program"]);
+        assert_eq!(
+            cmd.failure(libc::ENOENT),
+            SpawnError::NotFound(
+                "cannot run '/no/such/program': No such file or directory".to_string()
+            )
+        );
+        assert!(matches!(cmd.failure(libc::EACCES), SpawnError::NotExecutable(_)));
+    }
 }

@@ -249,40 +249,40 @@ pub fn standard_fd(fd: RawFd) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
-/// The terminal on stdin, if stdin is one.
-fn stdin_tty() -> Option<BorrowedFd<'static>> {
-    use std::io::IsTerminal;
-    let stdin = io::stdin();
-    stdin.is_terminal().then(|| standard_fd(libc::STDIN_FILENO))
-}
+/// watchd's controlling terminal, opened through /dev/tty: job control follows the terminal,
+/// not whatever stdin is (`echo x | watchd -- cmd` on an interactive shell still has one).
+pub struct Tty(OwnedFd);
 
-/// Whether stdin is watchd's controlling terminal, whoever is in its foreground.
-pub fn on_controlling_terminal() -> bool {
-    let Some(tty) = stdin_tty() else { return false };
-    match (nix::sys::termios::tcgetsid(tty), nix::unistd::getsid(None)) {
-        (Ok(tty_session), Ok(session)) => tty_session == session,
-        _ => false,
+impl Tty {
+    /// The controlling terminal, if watchd has one.
+    pub fn open() -> Option<Tty> {
+        use nix::fcntl::{OFlag, open};
+        use nix::sys::stat::Mode;
+        let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        open("/dev/tty", flags, Mode::empty()).ok().map(Tty)
     }
-}
 
-/// Whether stdin is a terminal whose foreground group is watchd's own.
-pub fn terminal_is_ours() -> bool {
-    stdin_tty().is_some_and(|tty| nix::unistd::tcgetpgrp(tty).ok() == Some(nix::unistd::getpgrp()))
-}
+    pub fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
 
-/// Makes `pgid` the foreground group of the terminal on stdin, if watchd's own group is the
-/// foreground group now. Returns whether it did. SIGTTOU must be blocked (it is, in watchd).
-pub fn give_terminal(pgid: i32) -> bool {
-    let Some(tty) = stdin_tty() else { return false };
-    nix::unistd::tcgetpgrp(tty).ok() == Some(nix::unistd::getpgrp())
-        && nix::unistd::tcsetpgrp(tty, nix::unistd::Pid::from_raw(pgid)).is_ok()
-}
+    /// Whether watchd's own process group is the terminal's foreground group.
+    pub fn is_foreground(&self) -> bool {
+        nix::unistd::tcgetpgrp(&self.0).ok() == Some(nix::unistd::getpgrp())
+    }
 
-/// If the terminal's foreground group is `pgid`, gives it back to watchd's own group.
-pub fn take_terminal_back(pgid: i32) {
-    let Some(tty) = stdin_tty() else { return };
-    if nix::unistd::tcgetpgrp(tty).ok() == Some(nix::unistd::Pid::from_raw(pgid)) {
-        let _ = nix::unistd::tcsetpgrp(tty, nix::unistd::getpgrp());
+    /// Makes `pgid` the foreground group if watchd's own group is the foreground group now.
+    /// Returns whether it did. SIGTTOU must be blocked (it is, in watchd).
+    pub fn give(&self, pgid: i32) -> bool {
+        self.is_foreground()
+            && nix::unistd::tcsetpgrp(&self.0, nix::unistd::Pid::from_raw(pgid)).is_ok()
+    }
+
+    /// If the foreground group is `pgid`, gives the terminal back to watchd's own group.
+    pub fn take_back(&self, pgid: i32) {
+        if nix::unistd::tcgetpgrp(&self.0).ok() == Some(nix::unistd::Pid::from_raw(pgid)) {
+            let _ = nix::unistd::tcsetpgrp(&self.0, nix::unistd::getpgrp());
+        }
     }
 }
 

@@ -19,15 +19,58 @@ fn parse_decimal(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|x| x.is_finite())
 }
 
-/// DURATION: humantime (`250ms`, `1m30s`, `2h`) or a bare number of seconds (`10`, `0.5`).
+/// DURATION: humantime (`250ms`, `1m30s`, `2h`), or a number of seconds as GNU timeout reads
+/// it: decimals, an exponent, `inf`, and one of its suffixes `s`, `m`, `h`, `d` (`10`, `0.5`,
+/// `1e-3`, `2.5e2`, `1.5m`, `2.34e+5d`). A value past what the clock holds is "forever"
+/// ([`FOREVER`]); one too small to see (`1e-10000`) is 0.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
-    if parse_decimal(s).is_some() {
-        return bare_seconds(s).ok_or_else(|| "duration too large".to_string());
+    if let Some(d) = timeout_style(s) {
+        return Ok(d);
     }
-    humantime::parse_duration(s).map_err(|err| {
-        format!("{err} (expected e.g. 250ms, 5s, 1m30s, 2h, or a number of seconds)")
-    })
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(d.min(FOREVER)),
+        Err(humantime::DurationError::NumberOverflow) => Ok(FOREVER),
+        Err(err) => Err(format!(
+            "{err} (expected e.g. 250ms, 5s, 1m30s, 2h, or a number of seconds)"
+        )),
+    }
+}
+
+/// A number with timeout(1)'s optional suffix, or None when `s` is not one.
+fn timeout_style(s: &str) -> Option<Duration> {
+    let (number, factor) = match s.as_bytes().last()? {
+        b's' => (&s[..s.len() - 1], 1),
+        b'm' => (&s[..s.len() - 1], 60),
+        b'h' => (&s[..s.len() - 1], 3600),
+        b'd' => (&s[..s.len() - 1], 86_400),
+        _ => (s, 1),
+    };
+    if number.eq_ignore_ascii_case("inf") || number.eq_ignore_ascii_case("infinity") {
+        return Some(FOREVER);
+    }
+    let (mantissa, exponent) = match number.find(['e', 'E']) {
+        Some(at) => (&number[..at], Some(&number[at + 1..])),
+        None => (number, None),
+    };
+    parse_decimal(mantissa)?;
+    let Some(exponent) = exponent else {
+        // Exact to the nanosecond: f64 would turn 0.001 into 999,999 ns.
+        let secs = bare_seconds(mantissa).unwrap_or(FOREVER);
+        return Some(secs.checked_mul(factor).map_or(FOREVER, |d| d.min(FOREVER)));
+    };
+    let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = number.parse::<f64>().ok()? * f64::from(factor);
+    if secs.is_nan() {
+        return None;
+    }
+    if secs >= FOREVER.as_secs_f64() {
+        return Some(FOREVER);
+    }
+    Some(Duration::from_nanos((secs * 1e9).round() as u64))
 }
 
 /// `12.345` seconds, exactly to the nanosecond (f64 would turn `0.001` into 999,999 ns).
@@ -154,6 +197,23 @@ mod tests {
             ("0", Duration::ZERO),
             (" 3 ", Duration::from_secs(3)),
             (".5", Duration::from_millis(500)),
+            ("1e-3", Duration::from_millis(1)),
+            ("2.5e2", Duration::from_secs(250)),
+            ("1E+1", Duration::from_secs(10)),
+            ("1e-10000", Duration::ZERO),
+            ("1.5m", Duration::from_secs(90)),
+            ("2h", Duration::from_secs(7200)),
+            ("1d", Duration::from_secs(86_400)),
+            ("2.34e+3d", Duration::from_secs(202_176_000)),
+            ("2.34e+5d", FOREVER),
+            ("0.5s", Duration::from_millis(500)),
+            ("inf", FOREVER),
+            ("Infinity", FOREVER),
+            ("1e400", FOREVER),
+            ("99999999999999999999999999", FOREVER),
+            ("99999999999999999999d", FOREVER),
+            ("600000000000000000000s", FOREVER),
+            ("3000000000y", FOREVER),
         ];
         for (text, want) in ok {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
@@ -164,11 +224,16 @@ mod tests {
             "-5s",
             "abc",
             "5x",
-            "1e3",
-            "inf",
             "NaN",
+            "nan",
             "1..2",
-            "9".repeat(400).as_str(),
+            "1e",
+            "1e+",
+            "e3",
+            "1e3.5",
+            "-1e3",
+            "5ss",
+            "m",
             "５s",
         ] {
             assert!(parse_duration(text).is_err(), "{text:?} parsed");

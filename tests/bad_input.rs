@@ -28,17 +28,13 @@ struct Bad {
 
 const NO: &[&str] = &[];
 
+/// Exponents (`1e3`), `inf` and values past 64 bits are good durations, as GNU timeout reads
+/// them: see `durations_as_gnu_timeout_reads_them`.
 const DURATION: Bad = Bad {
-    invalid: &["abc", "5x", "1e3", "1..2", "NaN", "inf", "5s\nrm -rf", "1m 30", "0x10"],
+    invalid: &["abc", "5x", "1e", "1..2", "NaN", "5s\nrm -rf", "1m 30", "0x10", "1e3.5", "e3"],
     empty: &["", "   "],
-    negative: &["-5", "-5s", "-0.5", "-1m30s"],
-    // Past u64 seconds: no Duration holds them.
-    overflowing: &[
-        "18446744073709551616",
-        "18446744073709551616s",
-        "99999999999999999999999h",
-        "99999999999999999999y",
-    ],
+    negative: &["-5", "-5s", "-0.5", "-1m30s", "-1e3", "-inf"],
+    overflowing: NO,
     unicode: &["５s", "5秒", "٥s", "5ｓ", "🙂", "5s\u{200b}"],
 };
 
@@ -269,6 +265,9 @@ fn every_bad_value_by_flag_and_by_environment_is_refused() {
         for (category, values) in all {
             for value in values {
                 for via in [Via::Flag, Via::Env] {
+                    if matches!(via, Via::Env) && value.is_empty() {
+                        continue; // an empty variable counts as unset (see below)
+                    }
                     let r = run_with(&dir, flag, env, OsStr::new(value), via, &[]);
                     checked += 1;
                     let problems = refusal_problems(&r, &dir, flag, env, value);
@@ -290,6 +289,74 @@ fn every_bad_value_by_flag_and_by_environment_is_refused() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// An empty variable (compose's `${X:-}`) counts as unset, as in systemd and GNU tools: the
+/// command runs with the option's default.
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    let dir = TempDir::new("empty-env");
+    for &(flag, env, _) in OPTIONS {
+        let r = run_with(&dir, flag, env, OsStr::new(""), Via::Env, &[]);
+        assert!(
+            r.code() == Some(0) && dir.path(MARKER).exists() && r.stderr.is_empty(),
+            "{env}= was not taken as unset\n{r}"
+        );
+    }
+    for env in ["WATCHD_QUIET", "WATCHD_VERBOSE", "WATCHD_NO_CLEANUP", "WATCHD_NO_SUBREAPER"] {
+        let r = run_in(&dir, &[], &[(env, OsStr::new(""))]);
+        assert!(r.code() == Some(0) && dir.path(MARKER).exists(), "{env}=\n{r}");
+    }
+}
+
+/// The command line wins over the environment, also for `-q` against `-v`.
+#[test]
+fn the_command_line_wins_over_the_environment() {
+    let dir = TempDir::new("cli-wins");
+    let verbose: &[OsString] = &["-v".into()];
+    let r = run_in(&dir, verbose, &[("WATCHD_QUIET", OsStr::new("1"))]);
+    r.assert_code(0).assert_stderr_has("watchd: started sh -c ");
+    let quiet: &[OsString] = &["-q".into(), "--stall".into(), "x".into()];
+    let r = run_in(&dir, quiet, &[("WATCHD_VERBOSE", OsStr::new("1"))]);
+    r.assert_code(125).assert_stderr_has("--stall");
+    let quiet: &[OsString] = &["-q".into()];
+    let r = run_in(&dir, quiet, &[("WATCHD_VERBOSE", OsStr::new("1"))]);
+    assert!(r.code() == Some(0) && r.stderr.is_empty(), "-q beats WATCHD_VERBOSE\n{r}");
+    // Both on the command line, or both in the environment: a conflict.
+    let both: &[OsString] = &["-q".into(), "-v".into()];
+    let r = run_in(&dir, both, &[]);
+    r.assert_code(125).assert_stderr_has("cannot be used with");
+    let none: &[OsString] = &[];
+    let env = [("WATCHD_QUIET", OsStr::new("1")), ("WATCHD_VERBOSE", OsStr::new("1"))];
+    let r = run_in(&dir, none, &env);
+    r.assert_code(125).assert_stderr_has("cannot be used with");
+    assert!(!dir.path(MARKER).exists());
+}
+
+/// Durations as GNU timeout reads them: an exponent, `inf`, timeout's suffixes; anything past
+/// what the clock holds is "forever", and `--interval` is at least 1ms.
+#[test]
+fn durations_as_gnu_timeout_reads_them() {
+    let dir = TempDir::new("durations");
+    for value in ["1e3", "2.5e2", "inf", "1.5m", "2.34e+5d", "18446744073709551616", "99999999999999999999y"] {
+        for flag in ["--stall", "--timeout", "--grace", "--interval", "--cpu-soft-for"] {
+            let args: Vec<OsString> = vec![flag.into(), value.into()];
+            let r = run_in(&dir, &args, &[]);
+            assert!(r.code() == Some(0) && dir.path(MARKER).exists(), "{flag} {value}\n{r}");
+        }
+    }
+    // 1e-3 seconds is a real timeout: the sleeping command is stopped at once.
+    let r = run(watchd(["--timeout", "1e-3", "--exit-code-on-stop", "124", "sleep", "30"]));
+    r.assert_code(124).assert_took(Duration::ZERO, Duration::from_secs(5));
+    // 1e-10000 is 0: no timeout at all.
+    let r = run(watchd(["--timeout", "1e-10000", "sh", "-c", "exit 3"]));
+    r.assert_code(3);
+    for tiny in ["0.0001", "999us", "1ns", "1e-4"] {
+        let args: Vec<OsString> = vec!["--interval".into(), tiny.into()];
+        let r = run_in(&dir, &args, &[]);
+        r.assert_code(125).assert_stderr_has("--interval");
+        assert!(!dir.path(MARKER).exists(), "--interval {tiny} started the command");
+    }
 }
 
 /// Values that are fine one by one but contradict each other.
