@@ -23,7 +23,7 @@ _watchd() {
 
     case "${cmd}" in
         watchd)
-            opts="-s -t -v -q -h -V --stall --timeout --interval --evidence --min-cpu --cpu-limit --cpu-soft --cpu-soft-for --cpu-hard --max-rss --stop-signal --stop-scope --stop-cmd --grace --kill-signal --exit-code-on-stop --forward-to --no-cleanup --no-subreaper --pdeathsig --events --metrics-file --verbose --quiet --help --version"
+            opts="-s -t -v -q -h -V --stall --timeout --interval --evidence --min-cpu --cpu-limit --cpu-soft --cpu-soft-for --cpu-hard --max-rss --stop-signal --stop-scope --stop-cmd --grace --kill-signal --success-exit-status --exit-code-on-stop --rewrite-signal --forward-to --no-cleanup --no-subreaper --pdeathsig --events --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,7 +97,15 @@ _watchd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --success-exit-status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --exit-code-on-stop)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rewrite-signal)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

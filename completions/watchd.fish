@@ -15,7 +15,9 @@ child\t''"
 complete -c watchd -l stop-cmd -d 'Run `sh -c CMD` (with WATCHD_PID set) instead of sending the stop signal' -r
 complete -c watchd -l grace -d 'How long to wait after the stop signal before killing' -r
 complete -c watchd -l kill-signal -d 'Signal sent to what is left of the tree when the grace runs out' -r
+complete -c watchd -l success-exit-status -d 'Exit 0 when the child ends with one of these exit codes or signals (repeatable; e.g. 143,TERM)' -r
 complete -c watchd -l exit-code-on-stop -d 'Exit with N instead of the child\'s status when watchd stopped the child (124: like timeout)' -r
+complete -c watchd -l rewrite-signal -d 'Forward signal FROM as TO, or drop it with FROM=none (repeatable; e.g. TERM=QUIT)' -r
 complete -c watchd -l forward-to -d 'Where forwarded signals go: the child, its process group, or every process of the tree' -r -f -a "child\t''
 group\t''
 tree\t''"

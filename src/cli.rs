@@ -91,9 +91,17 @@ pub struct Cli {
     #[arg(long, allow_hyphen_values = true, value_name = "SIGNAL", env = "WATCHD_KILL_SIGNAL", default_value = "KILL", value_parser = signals::parse, help_heading = DRAIN)]
     pub kill_signal: Signal,
 
+    /// Exit 0 when the child ends with one of these exit codes or signals (repeatable; e.g. 143,TERM)
+    #[arg(long, allow_hyphen_values = true, value_name = "LIST", env = "WATCHD_SUCCESS_EXIT_STATUS", value_delimiter = ',', value_parser = crate::exit::parse_status, help_heading = DRAIN)]
+    pub success_exit_status: Vec<crate::exit::ChildEnd>,
+
     /// Exit with N instead of the child's status when watchd stopped the child (124: like timeout)
     #[arg(long, allow_hyphen_values = true, value_name = "N", env = "WATCHD_EXIT_CODE_ON_STOP", value_parser = clap::value_parser!(u8), help_heading = DRAIN)]
     pub exit_code_on_stop: Option<u8>,
+
+    /// Forward signal FROM as TO, or drop it with FROM=none (repeatable; e.g. TERM=QUIT)
+    #[arg(long, allow_hyphen_values = true, value_name = "FROM=TO", env = "WATCHD_REWRITE_SIGNAL", value_delimiter = ',', value_parser = signals::parse_rewrite, help_heading = PROCESS)]
+    pub rewrite_signal: Vec<(Signal, Option<Signal>)>,
 
     /// Where forwarded signals go: the child, its process group, or every process of the tree
     #[arg(long, allow_hyphen_values = true, value_name = "TARGET", env = "WATCHD_FORWARD_TO", default_value = "child", help_heading = PROCESS)]

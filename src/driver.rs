@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use crate::cli::{ForwardTo, StopScope};
 use crate::config::Config;
 use crate::exit::{ChildEnd, Ending, Outcome};
-use crate::machine::{Action, AfterTerminal, Event, Machine, Reap, Settings};
+use crate::machine::{Action, AfterTerminal, Event, Incoming, Machine, Reap, Settings};
 use crate::policy::Policy;
 use crate::probe::{OomCounters, Prober, Sampler};
 use crate::report::{self, Reporter};
@@ -24,8 +24,9 @@ use crate::spawn::{self, Inherited};
 use crate::sys::{self, SigSet, Wait};
 use crate::tree;
 
-/// Kill rounds: rescans while a fork storm keeps adding processes.
-const KILL_ROUNDS: u32 = 20;
+/// Most signals read from the signalfd per turn of the loop: a flood is forwarded in batches,
+/// with reaping and deadlines in between.
+const SIGNAL_BATCH: usize = 1024;
 
 /// Runs the command to its end. `inherited` is the signal state watchd was started with.
 pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
@@ -102,7 +103,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         Err(err) => {
             // Bad input: shown even with -q, like a usage error.
             report::usage_error(err.to_string());
-            return Ok(crate::exit::outcome(Ending::Failed, None, pid1));
+            return Ok(crate::exit::outcome(Ending::Failed, &crate::exit::Rules::default()));
         }
     };
 
@@ -113,10 +114,14 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         stop_scope: config.stop_scope,
         stop_cmd: config.stop_cmd.clone(),
         kill_signal: config.kill_signal,
-        exit_code_on_stop: config.exit_code_on_stop,
+        exit: crate::exit::Rules {
+            exit_code_on_stop: config.exit_code_on_stop,
+            success: config.success_exit_status.clone(),
+            pid1,
+        },
         forward_to: config.forward_to,
+        rewrite: config.rewrite_signal.clone(),
         cleanup: config.cleanup,
-        pid1,
         details: reporter.wants_details(),
         ignored,
         clk_tck,
@@ -254,20 +259,26 @@ impl Driver {
         }
     }
 
-    /// Reads every pending signal; returns whether a SIGCHLD was among them.
+    /// Reads up to a batch of pending signals and hands them to the machine in one event;
+    /// returns whether a SIGCHLD was among them.
     fn read_signals(&mut self) -> bool {
         let mut chld = false;
         let mut infos = std::mem::take(&mut self.signals);
         infos.clear();
-        sys::read_signals(self.sigfd.as_fd(), &mut infos);
+        sys::read_signals(self.sigfd.as_fd(), &mut infos, SIGNAL_BATCH);
+        let mut batch = Vec::with_capacity(infos.len());
         for info in &infos {
             match Signal::from_raw(info.signo) {
                 Some(SIGCHLD) => chld = true,
-                Some(sig) => self.dispatch(Event::Signal(sig)),
+                // si_code <= 0: SI_USER, SI_QUEUE, SI_TKILL... a process sent it.
+                Some(sig) => batch.push(Incoming { sig, by_process: info.code <= 0 }),
                 None => {}
             }
         }
         self.signals = infos;
+        if !batch.is_empty() {
+            self.dispatch(Event::Signals(batch));
+        }
         chld
     }
 
@@ -318,17 +329,22 @@ impl Driver {
     /// Carries out one action; returns its result when the machine wants one.
     fn act(&mut self, action: Action) -> Option<Event> {
         match action {
-            Action::Forward { sig, to } => {
+            Action::Forward { sigs, to } => {
                 let delivered = match to {
-                    ForwardTo::Child => sys::kill(self.main_pid, sig).is_ok(),
+                    ForwardTo::Child => {
+                        sigs.into_iter().filter(|&s| sys::kill(self.main_pid, s).is_ok()).collect()
+                    }
                     // While the main child is unreaped its pid names its own process group.
-                    ForwardTo::Group => sys::kill_group(self.main_pid, sig).is_ok(),
+                    ForwardTo::Group => sigs
+                        .into_iter()
+                        .filter(|&s| sys::kill_group(self.main_pid, s).is_ok())
+                        .collect(),
                     ForwardTo::Tree => {
                         let exclude = self.exclude();
-                        tree::signal_all(&mut self.prober, &exclude, None, sig, false, 1) > 0
+                        tree::signal_batch(&mut self.prober, &exclude, &sigs)
                     }
                 };
-                Some(Event::Forwarded { sig, to, delivered })
+                Some(Event::Forwarded { delivered, to })
             }
             Action::Stop { sig, scope } => {
                 // main_pid is our unreaped child, so this is safe even if a scan would miss it.
@@ -336,13 +352,13 @@ impl Driver {
                 let _ = sys::kill(self.main_pid, SIGCONT);
                 if scope == StopScope::Tree {
                     let exclude = self.exclude();
-                    tree::signal_all(&mut self.prober, &exclude, Some(self.main_pid), sig, true, 1);
+                    tree::signal_all(&mut self.prober, &exclude, Some(self.main_pid), sig, true);
                 }
                 None
             }
             Action::StopLeftovers { sig } => {
                 let exclude = self.exclude();
-                let count = tree::signal_all(&mut self.prober, &exclude, None, sig, true, 1);
+                let count = tree::signal_all(&mut self.prober, &exclude, None, sig, true);
                 Some(Event::LeftoversStopped { sig, count })
             }
             Action::Kill { sig, main_alive } => {
@@ -351,12 +367,16 @@ impl Driver {
                 if main_alive && sys::kill(self.main_pid, sig).is_ok() {
                     count += 1;
                 }
-                count += tree::signal_all(&mut self.prober, &[], main, sig, false, KILL_ROUNDS);
-                Some(Event::Killed { sig, count })
+                let killed = tree::kill_tree(&mut self.prober, main, sig);
+                Some(Event::Killed { sig, count: count + killed.signalled, stuck: killed.stuck })
             }
             Action::FinalKill => {
-                tree::signal_all(&mut self.prober, &[], None, SIGKILL, false, KILL_ROUNDS);
+                tree::kill_tree(&mut self.prober, None, SIGKILL);
                 None
+            }
+            Action::Sweep => {
+                let killed = tree::kill_tree(&mut self.prober, None, SIGKILL);
+                Some(Event::Swept { count: killed.signalled, stuck: killed.stuck })
             }
             Action::RunStopCmd { cmd } => {
                 let started = spawn::spawn_shell(&cmd, self.main_pid, &self.env, &self.inherited)

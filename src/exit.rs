@@ -41,6 +41,20 @@ impl fmt::Display for ChildEnd {
     }
 }
 
+/// One entry of `--success-exit-status`: an exit code (0-255) or a signal name.
+pub fn parse_status(text: &str) -> Result<ChildEnd, String> {
+    let s = text.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u8>()
+            .map(ChildEnd::Exited)
+            .map_err(|_| "an exit code is 0 to 255".to_string());
+    }
+    crate::signals::parse(s).map(ChildEnd::Killed).map_err(|_| {
+        "expected an exit code (0-255) or a signal name like TERM or SIGTERM".to_string()
+    })
+}
+
 /// What watchd does last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -62,19 +76,31 @@ pub enum Ending {
     Failed,
 }
 
+/// What decides watchd's status besides the ending: `--exit-code-on-stop`,
+/// `--success-exit-status`, and whether watchd is PID 1.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub exit_code_on_stop: Option<u8>,
+    /// Ends that count as success (exit 0) when watchd did not cause them.
+    pub success: Vec<ChildEnd>,
+    pub pid1: bool,
+}
+
 /// The one place an ending becomes watchd's exit status.
-pub fn outcome(ending: Ending, exit_code_on_stop: Option<u8>, pid1: bool) -> Outcome {
+pub fn outcome(ending: Ending, rules: &Rules) -> Outcome {
     let (end, stopped) = match ending {
         Ending::Child { end, stopped } => (end, stopped),
         Ending::NotFound => return Outcome::Code(NOT_FOUND),
         Ending::NotExecutable => return Outcome::Code(NOT_EXECUTABLE),
         Ending::Failed => return Outcome::Code(FAILURE),
     };
-    match (end, exit_code_on_stop) {
+    match (end, rules.exit_code_on_stop) {
         (_, Some(code)) if stopped => Outcome::Code(code),
+        // A drain keeps its status: the success list is for ends watchd did not cause.
+        (end, _) if !stopped && rules.success.contains(&end) => Outcome::Code(0),
         (ChildEnd::Exited(code), _) => Outcome::Code(code),
         // A PID 1 cannot be killed by its own signals: report the shell convention instead.
-        (ChildEnd::Killed(sig), _) if pid1 => Outcome::Code(shell_code(sig)),
+        (ChildEnd::Killed(sig), _) if rules.pid1 => Outcome::Code(shell_code(sig)),
         (ChildEnd::Killed(sig), _) => Outcome::Reraise(sig),
     }
 }
@@ -141,8 +167,9 @@ mod tests {
             ((Killed(SIGKILL), false, Some(124), false), Reraise(SIGKILL)),
         ];
         for ((end, stopped, on_stop, pid1), want) in table {
+            let rules = Rules { exit_code_on_stop: on_stop, pid1, ..Rules::default() };
             assert_eq!(
-                outcome(Ending::Child { end, stopped }, on_stop, pid1),
+                outcome(Ending::Child { end, stopped }, &rules),
                 want,
                 "{end:?} {stopped} {on_stop:?} {pid1}"
             );
@@ -153,7 +180,7 @@ mod tests {
     fn every_exit_code_is_mirrored() {
         for code in 0..=255u8 {
             let ending = Ending::Child { end: ChildEnd::Exited(code), stopped: false };
-            assert_eq!(outcome(ending, None, false), Outcome::Code(code));
+            assert_eq!(outcome(ending, &Rules::default()), Outcome::Code(code));
         }
     }
 
@@ -163,8 +190,43 @@ mod tests {
             [(Ending::NotFound, 127), (Ending::NotExecutable, 126), (Ending::Failed, 125)]
         {
             for (on_stop, pid1) in [(None, false), (Some(124), true)] {
-                assert_eq!(outcome(ending, on_stop, pid1), Outcome::Code(code), "{ending:?}");
+                let success = vec![ChildEnd::Exited(code)];
+                let rules = Rules { exit_code_on_stop: on_stop, pid1, success };
+                assert_eq!(outcome(ending, &rules), Outcome::Code(code), "{ending:?}");
             }
+        }
+    }
+
+    #[test]
+    fn success_exit_statuses_are_0_unless_watchd_stopped_the_child() {
+        use ChildEnd::*;
+        let rules = Rules {
+            success: vec![Exited(143), Killed(SIGTERM)],
+            exit_code_on_stop: None,
+            pid1: false,
+        };
+        let child = |end, stopped| outcome(Ending::Child { end, stopped }, &rules);
+        assert_eq!(child(Exited(143), false), Outcome::Code(0));
+        assert_eq!(child(Killed(SIGTERM), false), Outcome::Code(0));
+        assert_eq!(child(Exited(1), false), Outcome::Code(1));
+        assert_eq!(child(Killed(SIGINT), false), Outcome::Reraise(SIGINT));
+        assert_eq!(child(Exited(143), true), Outcome::Code(143), "a drain keeps its status");
+        assert_eq!(child(Killed(SIGTERM), true), Outcome::Reraise(SIGTERM));
+        let pid1 = Rules { pid1: true, ..rules.clone() };
+        assert_eq!(
+            outcome(Ending::Child { end: Killed(SIGTERM), stopped: false }, &pid1),
+            Outcome::Code(0)
+        );
+    }
+
+    #[test]
+    fn success_statuses_are_codes_or_signal_names() {
+        use crate::signals::SIGTERM;
+        assert_eq!(parse_status("143"), Ok(ChildEnd::Exited(143)));
+        assert_eq!(parse_status("TERM"), Ok(ChildEnd::Killed(SIGTERM)));
+        assert_eq!(parse_status("sigterm"), Ok(ChildEnd::Killed(SIGTERM)));
+        for bad in ["", "256", "-1", "TERMX", "1.5"] {
+            assert!(parse_status(bad).is_err(), "{bad} parsed");
         }
     }
 

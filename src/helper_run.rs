@@ -380,8 +380,8 @@ mod sys_side {
 
     use super::{ABORTED_SIGNAL, NO_FORK_STATUS, PidScanner, TIMED_OUT_SIGNAL};
     use crate::signals::{SIGCHLD, Signal};
-    use crate::sys::SigSet;
     use crate::spawn::Inherited;
+    use crate::sys::SigSet;
 
     /// What the caller prepared.
     pub(super) struct Plan<'a> {

@@ -70,7 +70,7 @@ fn finish(outcome: Outcome) -> i32 {
 
 /// watchd's own failure (usage error, bad value): 125.
 fn failure() -> i32 {
-    finish(exit::outcome(Ending::Failed, None, false))
+    finish(exit::outcome(Ending::Failed, &exit::Rules::default()))
 }
 
 /// Help and version go to stdout with status 0; anything else is one line and 125.

@@ -17,10 +17,11 @@ use crate::policy::{Policy, Trigger};
 use crate::probe::Sample;
 use crate::reason::Reason;
 use crate::report::{Event as Record, Level, Metrics};
-use crate::spawn::SpawnError;
 use crate::signals::{
-    SIGCONT, SIGINT, SIGKILL, SIGPIPE, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, Signal, SignalSet,
+    self, SIGCONT, SIGINT, SIGKILL, SIGPIPE, SIGQUIT, SIGSTOP, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU,
+    Signal, SignalSet,
 };
+use crate::spawn::SpawnError;
 use crate::units::human_duration;
 
 /// How long watchd waits for killed leftovers (not the main child) to be reaped before it gives
@@ -36,11 +37,12 @@ pub struct Settings {
     pub stop_scope: StopScope,
     pub stop_cmd: Option<String>,
     pub kill_signal: Signal,
-    pub exit_code_on_stop: Option<u8>,
+    /// `--exit-code-on-stop`, `--success-exit-status`, PID 1.
+    pub exit: exit::Rules,
     pub forward_to: ForwardTo,
+    /// `--rewrite-signal`: FROM is forwarded as TO, or dropped.
+    pub rewrite: Vec<(Signal, Option<Signal>)>,
     pub cleanup: bool,
-    /// watchd is PID 1: it cannot die of its child's signal, and has no job control.
-    pub pid1: bool,
     /// Someone reads per-signal details (`-v` or `--events`): format them.
     pub details: bool,
     /// Signals that were ignored when watchd started.
@@ -52,8 +54,8 @@ pub struct Settings {
 /// What the world reported.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// A signal to forward (the driver keeps SIGCHLD for itself).
-    Signal(Signal),
+    /// Signals read in one go, in order (the driver keeps SIGCHLD for itself).
+    Signals(Vec<Incoming>),
     /// Children reaped since the last report, in order, and whether any are left.
     Reaped { ends: Vec<Reap>, children_left: bool },
     /// The main child was stopped (job control). `on_terminal`: stdin is watchd's controlling
@@ -63,12 +65,15 @@ pub enum Event {
     Tick,
     /// Result of [`Action::Probe`].
     Sample(Sample),
-    /// Result of [`Action::Forward`]: whether anyone got the signal.
-    Forwarded { sig: Signal, to: ForwardTo, delivered: bool },
+    /// Result of [`Action::Forward`]: the signals that reached someone, in order.
+    Forwarded { delivered: Vec<Signal>, to: ForwardTo },
     /// Result of [`Action::StopLeftovers`]: how many processes got the signal.
     LeftoversStopped { sig: Signal, count: u32 },
-    /// Result of [`Action::Kill`]: how many processes got the kill signal.
-    Killed { sig: Signal, count: u32 },
+    /// Result of [`Action::Kill`]: how many processes got the kill signal, and how many of
+    /// them are in uninterruptible sleep.
+    Killed { sig: Signal, count: u32, stuck: u32 },
+    /// Result of [`Action::Sweep`]: the same, for the SIGKILL of what is left.
+    Swept { count: u32, stuck: u32 },
     /// Result of [`Action::RunStopCmd`]: why it could not start, if it could not.
     StopCmdStarted(Result<(), String>),
     /// Result of [`Action::GiveTerminal`].
@@ -77,6 +82,21 @@ pub enum Event {
     Resumed,
     /// The main child could not exec (it has been reaped).
     ExecFailed(SpawnError),
+}
+
+/// A signal watchd received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub sig: Signal,
+    /// Sent by a process (`kill`, `sigqueue`, `tgkill`), not raised by the kernel.
+    pub by_process: bool,
+}
+
+impl Incoming {
+    /// A signal some process sent.
+    pub fn sent(sig: Signal) -> Incoming {
+        Incoming { sig, by_process: true }
+    }
 }
 
 /// One reaped child.
@@ -103,8 +123,9 @@ pub enum AfterTerminal {
 /// What to do. Results that the machine needs come back as an [`Event`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Forward a signal (→ [`Event::Forwarded`]).
-    Forward { sig: Signal, to: ForwardTo },
+    /// Forward signals, in order (→ [`Event::Forwarded`]). To the tree, one walk serves the
+    /// batch and each process gets each distinct signal once.
+    Forward { sigs: Vec<Signal>, to: ForwardTo },
     /// The drain: `sig` then SIGCONT to the main child, then to the rest of the tree if `scope`
     /// says so.
     Stop { sig: Signal, scope: StopScope },
@@ -115,6 +136,9 @@ pub enum Action {
     Kill { sig: Signal, main_alive: bool },
     /// SIGKILL to everything left in the tree.
     FinalKill,
+    /// SIGKILL to everything left in the tree, to see whether anything but processes in
+    /// uninterruptible sleep remains (→ [`Event::Swept`]).
+    Sweep,
     /// Start `sh -c CMD` with WATCHD_PID (→ [`Event::StopCmdStarted`]).
     RunStopCmd { cmd: String },
     /// Kill the `--stop-cmd` shell if it still runs.
@@ -193,6 +217,9 @@ pub struct Machine {
     /// Signals watchd itself delivered to the main child: a death by one of them is no
     /// surprise.
     sent_to_main: SignalSet,
+    /// When watchd was first asked to stop (SIGTERM, SIGINT or SIGQUIT, e.g. `docker stop`):
+    /// the whole stop, leftovers included, fits in one grace from then.
+    stop_requested: Option<Instant>,
     /// The OOM finding that came with the main child's death.
     oom: Option<String>,
     last: Option<Sample>,
@@ -217,6 +244,7 @@ impl Machine {
             state: State::Running,
             stopped: None,
             sent_to_main: SignalSet::default(),
+            stop_requested: None,
             oom: None,
             last: None,
             stops_total: [0; Reason::ALL.len()],
@@ -262,19 +290,21 @@ impl Machine {
             return out;
         }
         match event {
-            Event::Signal(sig) => self.on_signal(sig, &mut out),
+            Event::Signals(sigs) => self.on_signals(&sigs, now, &mut out),
             Event::Reaped { ends, children_left } => {
                 self.on_reaped(ends, children_left, now, &mut out)
             }
             Event::MainStopped { sig, on_terminal } => {
-                if on_terminal && !self.set.pid1 && self.main_alive() {
+                // Not while watchd kills: its own SIGSTOP of the tree must not stop watchd.
+                let running = matches!(self.state, State::Running | State::Stopping { .. });
+                if on_terminal && !self.set.exit.pid1 && running {
                     out.push(self.touched_or_stop(sig));
                 }
             }
             Event::Tick => self.on_tick(now, &mut out),
             Event::Sample(sample) => self.on_sample(sample, now, &mut out),
-            Event::Forwarded { sig, to, delivered } => {
-                if delivered {
+            Event::Forwarded { delivered, to } => {
+                for sig in delivered {
                     self.sent_to_main.add(sig);
                     if self.set.details {
                         let to = to_name(to);
@@ -292,7 +322,31 @@ impl Machine {
                     );
                 }
             }
-            Event::Killed { sig, count } => {
+            Event::Swept { count, stuck } => {
+                if let State::Killing { end: Some(end), final_at: None, .. } = self.state {
+                    if count > stuck {
+                        // Something that can still die is alive: keep at it.
+                        self.state = State::Killing {
+                            end: Some(end),
+                            final_at: None,
+                            give_up_at: now + KILL_WAIT,
+                        };
+                    } else {
+                        if stuck > 0 {
+                            self.say(
+                                &mut out,
+                                Level::Normal,
+                                format!(
+                                    "{stuck} processes in uninterruptible sleep (D) did not die \
+                                     of SIGKILL; leaving them"
+                                ),
+                            );
+                        }
+                        self.finish(end, &mut out);
+                    }
+                }
+            }
+            Event::Killed { sig, count, .. } => {
                 out.push(Action::Emit(Record::Kill { signal: sig.to_string(), processes: count }));
                 if count > 0 && self.stopped.is_none() {
                     let grace = human_duration(self.set.grace);
@@ -328,7 +382,7 @@ impl Machine {
                     SpawnError::NotExecutable(_) => Ending::NotExecutable,
                     SpawnError::Internal(_) => Ending::Failed,
                 };
-                out.push(Action::Exit(exit::outcome(ending, None, self.set.pid1)));
+                out.push(Action::Exit(exit::outcome(ending, &self.set.exit)));
                 self.state = State::Exited;
             }
             Event::Resumed => {
@@ -360,18 +414,32 @@ impl Machine {
         out.push(Action::Say(level, text));
     }
 
-    fn on_signal(&mut self, sig: Signal, out: &mut Vec<Action>) {
-        if !self.main_alive() {
-            return; // the main child is gone; what is left is being cleaned up
-        }
-        if sig == SIGCONT {
-            // A shell that sends SIGCONT with `fg` of a running job (`bg`, `&`) has just given
-            // watchd's group the terminal: the child's group would have it without watchd.
-            if !self.set.pid1 {
-                out.push(Action::GiveTerminal { then: AfterTerminal::Nothing });
+    fn on_signals(&mut self, incoming: &[Incoming], now: Instant, out: &mut Vec<Action>) {
+        let mut sigs = Vec::with_capacity(incoming.len());
+        for &Incoming { sig, by_process } in incoming {
+            // A fault the kernel raised in watchd itself kills it (blocked or not); one that
+            // reaches the signalfd without a sender is nobody's to forward.
+            if signals::is_synchronous(sig) && !by_process {
+                continue;
+            }
+            if [SIGTERM, SIGINT, SIGQUIT].contains(&sig) && self.stop_requested.is_none() {
+                self.stop_requested = Some(now);
+            }
+            match self.set.rewrite.iter().find(|(from, _)| *from == sig) {
+                Some((_, Some(to))) => sigs.push(*to),
+                Some((_, None)) => {}
+                None => sigs.push(sig),
             }
         }
-        out.push(Action::Forward { sig, to: self.set.forward_to });
+        if !self.main_alive() || sigs.is_empty() {
+            return; // the main child is gone; what is left is being cleaned up
+        }
+        if sigs.contains(&SIGCONT) && !self.set.exit.pid1 {
+            // A shell that sends SIGCONT with `fg` of a running job (`bg`, `&`) has just given
+            // watchd's group the terminal: the child's group would have it without watchd.
+            out.push(Action::GiveTerminal { then: AfterTerminal::Nothing });
+        }
+        out.push(Action::Forward { sigs, to: self.set.forward_to });
     }
 
     /// Job control: the main child was stopped on watchd's terminal.
@@ -458,7 +526,10 @@ impl Machine {
         self.state = match self.state {
             State::Running => {
                 out.push(stop_leftovers);
-                State::Cleanup { end: ended, kill_at: now + self.set.grace }
+                // Asked to stop (docker stop): the grace runs from that request, so the whole
+                // stop ends with watchd's kill before the engine's.
+                let from = self.stop_requested.unwrap_or(now);
+                State::Cleanup { end: ended, kill_at: from + self.set.grace }
             }
             State::Stopping { kill_at, rest_stopped } => {
                 if !rest_stopped {
@@ -507,10 +578,10 @@ impl Machine {
                 let give_up_at = give_up_at.max(now + KILL_WAIT);
                 self.state = State::Killing { end, final_at: None, give_up_at };
             }
-            State::Killing { end: Some(end), final_at: None, give_up_at } if now >= give_up_at => {
-                // Leftovers that will not die (uninterruptible sleep): the main child ended,
-                // so watchd does too.
-                self.finish(end, out);
+            State::Killing { end: Some(_), final_at: None, give_up_at } if now >= give_up_at => {
+                // Leftovers outlived the kill: kill again and look at what is left. Only
+                // processes in uninterruptible sleep are given up on.
+                out.push(Action::Sweep);
             }
             _ => {}
         }
@@ -666,7 +737,7 @@ impl Machine {
             dropped: 0,
         }));
         let ending = Ending::Child { end, stopped: self.stopped.is_some() };
-        out.push(Action::Exit(exit::outcome(ending, self.set.exit_code_on_stop, self.set.pid1)));
+        out.push(Action::Exit(exit::outcome(ending, &self.set.exit)));
         self.state = State::Exited;
     }
 }
@@ -687,8 +758,7 @@ mod tests {
 
     use super::*;
     use crate::policy::Limits;
-    use crate::spawn::SpawnError;
-use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
+    use crate::signals::{SIGHUP, SIGQUIT, SIGTERM, SIGUSR1};
     use std::collections::VecDeque;
 
     const HZ: u64 = 100;
@@ -705,10 +775,10 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
             stop_scope: StopScope::Tree,
             stop_cmd: None,
             kill_signal: SIGKILL,
-            exit_code_on_stop: None,
+            exit: exit::Rules::default(),
             forward_to: ForwardTo::Child,
+            rewrite: Vec::new(),
             cleanup: true,
-            pid1: false,
             details: true,
             ignored: SignalSet::default(),
             clk_tck: HZ,
@@ -720,6 +790,8 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         /// Processes that get a tree-wide signal (leftovers, kill).
         tree: u32,
         delivered: bool,
+        /// Processes in uninterruptible sleep among the tree that a kill reaches.
+        stuck: u32,
         terminal: bool,
         stop_cmd: Result<(), String>,
         /// The next probe's readings (its `at` comes from the action).
@@ -743,6 +815,7 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
             let world = World {
                 tree: 0,
                 delivered: true,
+                stuck: 0,
                 terminal: true,
                 stop_cmd: Ok(()),
                 sample: Sample {
@@ -780,10 +853,9 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
             let mut queue = VecDeque::from(actions);
             while let Some(action) = queue.pop_front() {
                 let result = match &action {
-                    Action::Forward { sig, to } => Some(Event::Forwarded {
-                        sig: *sig,
+                    Action::Forward { sigs, to } => Some(Event::Forwarded {
+                        delivered: if self.world.delivered { sigs.clone() } else { Vec::new() },
                         to: *to,
-                        delivered: self.world.delivered,
                     }),
                     Action::StopLeftovers { sig } => {
                         Some(Event::LeftoversStopped { sig: *sig, count: self.world.tree })
@@ -791,7 +863,11 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
                     Action::Kill { sig, main_alive } => Some(Event::Killed {
                         sig: *sig,
                         count: self.world.tree + u32::from(*main_alive),
+                        stuck: self.world.stuck,
                     }),
+                    Action::Sweep => {
+                        Some(Event::Swept { count: self.world.tree, stuck: self.world.stuck })
+                    }
                     Action::RunStopCmd { .. } => {
                         Some(Event::StopCmdStarted(self.world.stop_cmd.clone()))
                     }
@@ -944,7 +1020,7 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
     #[test]
     fn the_child_exiting_in_the_grace_ends_the_run_with_its_status() {
         let mut set = settings();
-        set.exit_code_on_stop = Some(124);
+        set.exit.exit_code_on_stop = Some(124);
         let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
         sim.at(1.0).at(2.0);
         sim.now = sim.t0 + secs(3.5);
@@ -1004,13 +1080,20 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(11.0)), "then 5s for leftovers");
         sim.at(10.9);
         assert_eq!(sim.outcome(), None);
+        // Two leftovers are still alive and not stuck: kill again and keep waiting.
+        sim.take();
         sim.at(11.0);
+        assert_eq!(sim.log, [Action::Sweep]);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(16.0)));
+        sim.world.tree = 0;
+        sim.at(16.0);
         assert!(sim.has_line("stall: child killed by SIGHUP at the end of the 2s grace"));
+        assert!(!sim.has_line("uninterruptible"));
         assert_eq!(sim.outcome(), Some(Outcome::Reraise(SIGHUP)));
     }
 
     #[test]
-    fn leftovers_that_will_not_die_are_given_up_on_after_the_kill() {
+    fn only_leftovers_in_uninterruptible_sleep_are_given_up_on() {
         let mut sim = Sim::stall(60.0);
         sim.world.tree = 3;
         sim.at(0.5).reap(ChildEnd::Exited(0), true);
@@ -1020,8 +1103,100 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         assert!(sim.has_line("3 processes left by the child outlived the 10s grace; sent SIGKILL"));
         sim.at(15.4);
         assert_eq!(sim.outcome(), None);
+        // One of three is stuck in D: the other two can still die, so watchd goes on.
+        sim.world.stuck = 1;
         sim.at(15.5);
+        assert_eq!(sim.outcome(), None);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(20.5)));
+        sim.world.stuck = 3;
+        sim.at(20.5);
+        assert!(sim.has_line("3 processes in uninterruptible sleep (D) did not die of SIGKILL"));
         assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
+    }
+
+    #[test]
+    fn watchds_own_sigstop_of_the_tree_never_stops_watchd() {
+        let mut sim = Sim::stall(1.0);
+        sim.at(1.0).at(2.0).at(12.0);
+        assert!(sim.log.contains(&Action::Kill { sig: SIGKILL, main_alive: true }));
+        sim.take();
+        sim.send(Event::MainStopped { sig: SIGSTOP, on_terminal: true });
+        assert!(sim.log.is_empty(), "stopped by the kill's SIGSTOP: {:?}", sim.log);
+    }
+
+    #[test]
+    fn a_stop_request_bounds_the_cleanup_of_leftovers() {
+        let mut sim = Sim::stall(60.0);
+        sim.world.tree = 1;
+        // docker stop at 0.5s: forwarded; the child exits at 4s, its leftover ignores TERM.
+        sim.now = sim.t0 + secs(0.5);
+        sim.send(Event::Signals(vec![Incoming::sent(SIGTERM)]));
+        sim.now = sim.t0 + secs(4.0);
+        sim.reap(ChildEnd::Exited(0), true);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(10.5)), "grace from the request");
+        sim.take();
+        sim.at(10.5);
+        assert!(sim.log.contains(&Action::Kill { sig: SIGKILL, main_alive: false }));
+        // Without a request, the grace runs from the child's end.
+        let mut sim = Sim::stall(60.0);
+        sim.world.tree = 1;
+        sim.now = sim.t0 + secs(4.0);
+        sim.reap(ChildEnd::Exited(0), true);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(14.0)));
+        // Other signals are no request to stop.
+        let mut sim = Sim::stall(60.0);
+        sim.world.tree = 1;
+        sim.send(Event::Signals(vec![Incoming::sent(SIGUSR1)]));
+        sim.now = sim.t0 + secs(4.0);
+        sim.reap(ChildEnd::Exited(0), true);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(14.0)));
+    }
+
+    #[test]
+    fn rewrites_forward_another_signal_or_none() {
+        let mut set = settings();
+        set.rewrite = vec![(SIGTERM, Some(SIGQUIT)), (SIGUSR1, None)];
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.take();
+        let batch = [SIGTERM, SIGUSR1, SIGHUP].map(Incoming::sent).to_vec();
+        sim.send(Event::Signals(batch));
+        let want = Action::Forward { sigs: vec![SIGQUIT, SIGHUP], to: ForwardTo::Child };
+        assert_eq!(sim.log[0], want);
+        // A rewritten TERM is still a request to stop.
+        assert!(sim.m.stop_requested.is_some());
+        sim.take();
+        sim.send(Event::Signals(vec![Incoming::sent(SIGUSR1)]));
+        assert!(sim.log.is_empty(), "a dropped signal forwards nothing: {:?}", sim.log);
+    }
+
+    #[test]
+    fn faults_are_forwarded_only_when_a_process_sent_them() {
+        use crate::signals::SIGABRT;
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.take();
+        let raised = Incoming { sig: SIGABRT, by_process: false };
+        sim.send(Event::Signals(vec![raised]));
+        assert!(sim.log.is_empty());
+        sim.send(Event::Signals(vec![Incoming::sent(SIGABRT)]));
+        assert_eq!(sim.log[0], Action::Forward { sigs: vec![SIGABRT], to: ForwardTo::Child });
+        // Ordinary signals count however they came.
+        sim.take();
+        sim.send(Event::Signals(vec![Incoming { sig: SIGUSR1, by_process: false }]));
+        assert_eq!(sim.log[0], Action::Forward { sigs: vec![SIGUSR1], to: ForwardTo::Child });
+    }
+
+    #[test]
+    fn a_batch_is_one_forward_in_order_with_duplicates() {
+        let mut set = settings();
+        set.forward_to = ForwardTo::Tree;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.take();
+        let batch = [SIGUSR1, SIGHUP, SIGUSR1].map(Incoming::sent).to_vec();
+        sim.send(Event::Signals(batch));
+        let forwards: Vec<_> =
+            sim.log.iter().filter(|a| matches!(a, Action::Forward { .. })).collect();
+        let want = Action::Forward { sigs: vec![SIGUSR1, SIGHUP, SIGUSR1], to: ForwardTo::Tree };
+        assert_eq!(forwards, [&want]);
     }
 
     // ---- leftovers after the main child ----
@@ -1035,7 +1210,7 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         assert!(sim.has_line("sent SIGTERM to 2 leftover processes"));
         assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(10.5)), "no probes once the child ended");
         sim.take();
-        sim.send(Event::Signal(SIGUSR1));
+        sim.send(Event::Signals(vec![Incoming::sent(SIGUSR1)]));
         assert!(sim.log.is_empty(), "nothing is forwarded once the child ended");
         let ends = vec![Reap::Orphan { pid: 7, end: ChildEnd::Killed(SIGTERM) }];
         sim.send(Event::Reaped { ends, children_left: false });
@@ -1052,7 +1227,7 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
         assert_eq!(sim.m.deadline(), None);
         sim.take();
-        sim.at(100.0).send(Event::Signal(SIGTERM));
+        sim.at(100.0).send(Event::Signals(vec![Incoming::sent(SIGTERM)]));
         assert!(sim.log.is_empty(), "an exited machine does nothing");
     }
 
@@ -1142,8 +1317,8 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
             set.forward_to = to;
             let mut sim = Sim::new(set, Limits::none(HZ));
             sim.take();
-            sim.send(Event::Signal(SIGUSR1));
-            assert_eq!(sim.log[0], Action::Forward { sig: SIGUSR1, to });
+            sim.send(Event::Signals(vec![Incoming::sent(SIGUSR1)]));
+            assert_eq!(sim.log[0], Action::Forward { sigs: vec![SIGUSR1], to });
             let name = to_name(to);
             assert!(sim.has_line(&format!("forwarded SIGUSR1 to the {name}")));
             assert!(
@@ -1154,8 +1329,8 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         let mut sim = Sim::new(settings(), Limits::none(HZ));
         sim.world.delivered = false;
         sim.take();
-        sim.send(Event::Signal(SIGUSR1));
-        assert_eq!(sim.log, [Action::Forward { sig: SIGUSR1, to: ForwardTo::Child }]);
+        sim.send(Event::Signals(vec![Incoming::sent(SIGUSR1)]));
+        assert_eq!(sim.log, [Action::Forward { sigs: vec![SIGUSR1], to: ForwardTo::Child }]);
         // Not delivered, so a later death by it is a surprise.
         sim.reap(ChildEnd::Killed(SIGUSR1), false);
         assert!(sim.has_line("child killed by SIGUSR1, not sent by watchd"));
@@ -1168,23 +1343,23 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         let mut sim = Sim::new(set, Limits::none(HZ));
         assert!(sim.lines().is_empty());
         sim.take();
-        sim.send(Event::Signal(SIGUSR1));
-        assert_eq!(sim.log, [Action::Forward { sig: SIGUSR1, to: ForwardTo::Child }]);
+        sim.send(Event::Signals(vec![Incoming::sent(SIGUSR1)]));
+        assert_eq!(sim.log, [Action::Forward { sigs: vec![SIGUSR1], to: ForwardTo::Child }]);
     }
 
     #[test]
     fn sigcont_passes_the_terminal_on_before_it_is_forwarded() {
         let mut sim = Sim::new(settings(), Limits::none(HZ));
         sim.take();
-        sim.send(Event::Signal(SIGCONT));
+        sim.send(Event::Signals(vec![Incoming::sent(SIGCONT)]));
         assert_eq!(sim.log[0], Action::GiveTerminal { then: AfterTerminal::Nothing });
-        assert_eq!(sim.log[1], Action::Forward { sig: SIGCONT, to: ForwardTo::Child });
+        assert_eq!(sim.log[1], Action::Forward { sigs: vec![SIGCONT], to: ForwardTo::Child });
         let mut set = settings();
-        set.pid1 = true;
+        set.exit.pid1 = true;
         let mut sim = Sim::new(set, Limits::none(HZ));
         sim.take();
-        sim.send(Event::Signal(SIGCONT));
-        assert_eq!(sim.log[0], Action::Forward { sig: SIGCONT, to: ForwardTo::Child });
+        sim.send(Event::Signals(vec![Incoming::sent(SIGCONT)]));
+        assert_eq!(sim.log[0], Action::Forward { sigs: vec![SIGCONT], to: ForwardTo::Child });
     }
 
     // ---- job control ----
@@ -1229,7 +1404,7 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
         sim.send(Event::MainStopped { sig: SIGTSTP, on_terminal: false });
         assert!(sim.log.is_empty());
         let mut set = settings();
-        set.pid1 = true;
+        set.exit.pid1 = true;
         let mut sim = Sim::new(set, Limits::none(HZ));
         sim.take();
         sim.send(Event::MainStopped { sig: SIGTSTP, on_terminal: true });
@@ -1267,11 +1442,12 @@ use crate::signals::{SIGHUP, SIGTERM, SIGUSR1};
     #[test]
     fn a_death_by_signal_is_reraised_or_128_plus_n_as_pid1() {
         let mut sim = Sim::new(settings(), Limits::none(HZ));
-        sim.send(Event::Signal(SIGTERM)).reap(ChildEnd::Killed(SIGTERM), false);
+        sim.send(Event::Signals(vec![Incoming::sent(SIGTERM)]))
+            .reap(ChildEnd::Killed(SIGTERM), false);
         assert_eq!(sim.outcome(), Some(Outcome::Reraise(SIGTERM)));
         assert!(!sim.has_line("not sent by watchd"), "watchd forwarded it: no surprise");
         let mut set = settings();
-        set.pid1 = true;
+        set.exit.pid1 = true;
         let mut sim = Sim::new(set, Limits::none(HZ));
         sim.reap(ChildEnd::Killed(SIGTERM), false);
         assert_eq!(sim.outcome(), Some(Outcome::Code(143)));

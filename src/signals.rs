@@ -66,10 +66,32 @@ const FORWARDED: &[i32] = &[
     libc::SIGXCPU,
     libc::SIGXFSZ,
     libc::SIGSYS,
+    // Synchronous: forwarded only when another process sent them (`kill -ABRT`, systemd's
+    // WatchdogSignal), see `is_synchronous`.
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGSEGV,
+    libc::SIGTRAP,
+];
+
+/// Signals the kernel raises for a fault of the thread itself. Blocking them is safe: a real
+/// fault unblocks and kills. Sent by another process, they are forwarded like any other.
+const SYNCHRONOUS: &[i32] = &[
+    libc::SIGABRT,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGSEGV,
+    libc::SIGTRAP,
+    libc::SIGSYS,
 ];
 
 pub const SIGHUP: Signal = Signal(libc::SIGHUP);
 pub const SIGINT: Signal = Signal(libc::SIGINT);
+pub const SIGQUIT: Signal = Signal(libc::SIGQUIT);
+pub const SIGABRT: Signal = Signal(libc::SIGABRT);
 pub const SIGKILL: Signal = Signal(libc::SIGKILL);
 pub const SIGTERM: Signal = Signal(libc::SIGTERM);
 pub const SIGUSR1: Signal = Signal(libc::SIGUSR1);
@@ -164,6 +186,25 @@ pub fn parse(text: &str) -> Result<Signal, String> {
     })
 }
 
+/// Whether `sig` is one the kernel raises for a fault (see [`SYNCHRONOUS`]).
+pub fn is_synchronous(sig: Signal) -> bool {
+    SYNCHRONOUS.contains(&sig.0)
+}
+
+/// `--rewrite-signal FROM=TO`: FROM is forwarded as TO; `TO` may be `none` to drop FROM.
+/// FROM must be a signal watchd forwards (not KILL, STOP, CHLD, TTIN, TTOU or PIPE).
+pub fn parse_rewrite(text: &str) -> Result<(Signal, Option<Signal>), String> {
+    let (from, to) = text
+        .split_once('=')
+        .ok_or_else(|| "expected FROM=TO, e.g. TERM=QUIT or WINCH=none".to_string())?;
+    let from = parse(from)?;
+    if !forwarded().any(|s| s == from) {
+        return Err(format!("{from} is never forwarded, so it cannot be rewritten"));
+    }
+    let to = if to.trim().eq_ignore_ascii_case("none") { None } else { Some(parse(to)?) };
+    Ok((from, to))
+}
+
 /// Every signal watchd forwards: the standard list plus all real-time signals.
 pub fn forwarded() -> impl Iterator<Item = Signal> {
     FORWARDED.iter().copied().chain(rtmin()..=rtmax()).map(Signal)
@@ -250,6 +291,17 @@ mod tests {
         assert!(set.contains(&SIGCONT) && set.contains(&SIGTSTP) && set.contains(&SIGHUP));
         assert!(set.contains(&Signal(rtmin())) && set.contains(&Signal(rtmax())));
         assert_eq!(set.len(), FORWARDED.len() + (rtmax() - rtmin() + 1) as usize);
+    }
+
+    #[test]
+    fn rewrites_parse_and_refuse_what_is_never_forwarded() {
+        assert_eq!(parse_rewrite("TERM=QUIT"), Ok((SIGTERM, Some(SIGQUIT))));
+        assert_eq!(parse_rewrite("sigwinch=none"), Ok((Signal(libc::SIGWINCH), None)));
+        assert_eq!(parse_rewrite("RTMIN+1=HUP"), Ok((Signal(rtmin() + 1), Some(SIGHUP))));
+        for bad in ["TERM", "TERM=", "=QUIT", "KILL=TERM", "CHLD=HUP", "TERM=BOGUS", "PIPE=none"] {
+            assert!(parse_rewrite(bad).is_err(), "{bad} parsed");
+        }
+        assert!(is_synchronous(SIGABRT) && !is_synchronous(SIGTERM));
     }
 
     #[test]

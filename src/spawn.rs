@@ -137,12 +137,12 @@ impl Command {
     /// missing `#!` interpreter when that is why), 126 otherwise.
     pub fn failure(&self, errno: i32) -> SpawnError {
         let name = &self.name;
-        if errno == libc::ENOENT || errno == libc::ENOTDIR {
-            if let Some(interpreter) = self.candidates.iter().find_map(|c| missing_interpreter(c)) {
-                return SpawnError::NotFound(format!(
-                    "cannot run '{name}': its interpreter '{interpreter}' was not found"
-                ));
-            }
+        if (errno == libc::ENOENT || errno == libc::ENOTDIR)
+            && let Some(interpreter) = self.candidates.iter().find_map(missing_interpreter)
+        {
+            return SpawnError::NotFound(format!(
+                "cannot run '{name}': its interpreter '{interpreter}' was not found"
+            ));
         }
         let err = std::io::Error::from_raw_os_error(errno);
         let message = format!("cannot run '{name}': {}", strip_os_error(&err));
@@ -218,10 +218,9 @@ pub fn exec_status(fd: &OwnedFd) -> ExecStatus {
 
 /// Starts the command and returns at once, with the pid and the exec-status pipe.
 pub fn start(cmd: &mut Command, opts: &Options) -> Result<Started, SpawnError> {
-    let (read_end, write_end) = nix::unistd::pipe2(
-        nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
-    )
-    .map_err(|err| SpawnError::Internal(format!("cannot create a pipe: {err}")))?;
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|err| SpawnError::Internal(format!("cannot create a pipe: {err}")))?;
     let parent = std::process::id() as i32;
     // SAFETY: watchd is single-threaded when it spawns (no other thread could hold a lock the
     // child needs), and the child only runs `exec_child`, which is async-signal-safe.

@@ -123,9 +123,9 @@ pub struct SigInfo {
     pub pid: u32,
 }
 
-/// Reads every signal pending on `fd` into `out`, in batches of up to 16 per system call, until
-/// the descriptor is drained (EAGAIN) or a read fails. Returns how many were read.
-pub fn read_signals(fd: BorrowedFd<'_>, out: &mut Vec<SigInfo>) -> usize {
+/// Reads signals pending on `fd` into `out`, up to 16 per system call, until the descriptor is
+/// drained (EAGAIN), a read fails, or `max` were read. Returns how many were read.
+pub fn read_signals(fd: BorrowedFd<'_>, out: &mut Vec<SigInfo>, max: usize) -> usize {
     const BATCH: usize = 16;
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     let before = out.len();
@@ -143,7 +143,7 @@ pub fn read_signals(fd: BorrowedFd<'_>, out: &mut Vec<SigInfo>) -> usize {
             code: i.ssi_code,
             pid: i.ssi_pid,
         }));
-        if count < BATCH {
+        if count < BATCH || out.len() - before >= max {
             break; // a signalfd read returns all that is pending, up to the buffer
         }
     }

@@ -1,13 +1,14 @@
 //! Signalling members of the tree without ever hitting a stranger: a pid seen by a scan is
 //! signalled through a pidfd, and only after checking that the pidfd's process is the one the
-//! scan saw (same start time), so a pid recycled since the scan is left alone.
+//! scan saw (same start time), so a pid recycled since the scan is left alone; and the kill
+//! that stops the tree before it kills it, so nothing that forks can outrun it.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 
 use crate::probe::{Prober, parse_stat};
-use crate::signals::Signal;
+use crate::signals::{SIGCONT, SIGKILL, SIGSTOP, Signal};
 use crate::sys;
 
 /// Outcome of one attempt to signal one process.
@@ -18,22 +19,44 @@ pub enum Sent {
     Gone,
 }
 
+/// A scanned process, held so that signals reach it and never a successor with its pid.
+enum Pinned {
+    /// Through a pidfd, opened before the start time was checked.
+    Pidfd(OwnedFd),
+    /// Kernels before 5.3: the narrowest window we can have without pidfds.
+    Pid(i32),
+}
+
+impl Pinned {
+    /// The process that had `pid` and `starttime` when it was scanned, if it still does.
+    fn new(pid: i32, starttime: u64) -> Option<Pinned> {
+        if pid <= 1 {
+            return None;
+        }
+        let pinned = match sys::pidfd_open(pid) {
+            Ok(fd) => Pinned::Pidfd(fd),
+            Err(Errno::ENOSYS) => Pinned::Pid(pid),
+            Err(_) => return None,
+        };
+        // Checked after the pidfd pins the process: if the start time matches now, the pidfd
+        // is the scanned process and no signal can reach a successor.
+        (starttime_of(pid) == Some(starttime)).then_some(pinned)
+    }
+
+    fn send(&self, sig: Signal) -> bool {
+        match self {
+            Pinned::Pidfd(fd) => sys::pidfd_send_signal(fd.as_fd(), sig).is_ok(),
+            Pinned::Pid(pid) => sys::kill(*pid, sig).is_ok(),
+        }
+    }
+}
+
 /// Sends `sig` to the process that had `pid` and `starttime` when it was scanned.
 pub fn send_verified(pid: i32, starttime: u64, sig: Signal) -> Sent {
-    if pid <= 1 {
-        return Sent::Gone;
+    match Pinned::new(pid, starttime) {
+        Some(p) if p.send(sig) => Sent::Delivered,
+        _ => Sent::Gone,
     }
-    let delivered = match sys::pidfd_open(pid) {
-        // Checked after the pidfd pins the process: if the start time matches now, the pidfd
-        // is the scanned process and the signal cannot reach a successor.
-        Ok(fd) => {
-            starttime_of(pid) == Some(starttime) && sys::pidfd_send_signal(fd.as_fd(), sig).is_ok()
-        }
-        // Kernels before 5.3: the narrowest window we can have without pidfds.
-        Err(Errno::ENOSYS) => starttime_of(pid) == Some(starttime) && sys::kill(pid, sig).is_ok(),
-        Err(_) => false,
-    };
-    if delivered { Sent::Delivered } else { Sent::Gone }
 }
 
 fn starttime_of(pid: i32) -> Option<u64> {
@@ -43,34 +66,106 @@ fn starttime_of(pid: i32) -> Option<u64> {
 
 /// Sends `sig` (then SIGCONT if `cont`) to every live member of the tree, `exclude` subtrees
 /// left out and `skip` (a process the caller signals itself, so it gets the signal once) passed
-/// over. With `rounds` > 1 it scans again while new members keep appearing, so a fork storm
-/// cannot outrun a kill. Returns how many processes got the signal.
+/// over. Returns how many processes got the signal.
 pub fn signal_all(
     prober: &mut Prober,
     exclude: &[i32],
     skip: Option<i32>,
     sig: Signal,
     cont: bool,
-    rounds: u32,
 ) -> u32 {
-    let mut signalled: Vec<(i32, u64)> = Vec::new();
-    for _ in 0..rounds.max(1) {
-        let members = prober.members(exclude);
-        let fresh: Vec<_> =
-            members.into_iter().filter(|m| Some(m.0) != skip && !signalled.contains(m)).collect();
-        if fresh.is_empty() {
+    let mut count = 0;
+    for (pid, start) in prober.members(exclude) {
+        if Some(pid) == skip {
+            continue;
+        }
+        if let Some(p) = Pinned::new(pid, start)
+            && p.send(sig)
+        {
+            if cont {
+                p.send(SIGCONT);
+            }
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Forwards a batch of signals to every live member with one walk of the tree: each process
+/// gets each distinct signal once, in the order of first arrival. Returns the signals that
+/// reached at least one process.
+pub fn signal_batch(prober: &mut Prober, exclude: &[i32], sigs: &[Signal]) -> Vec<Signal> {
+    let mut distinct: Vec<Signal> = Vec::with_capacity(sigs.len().min(8));
+    for &sig in sigs {
+        if !distinct.contains(&sig) {
+            distinct.push(sig);
+        }
+    }
+    let mut delivered = vec![false; distinct.len()];
+    for (pid, start) in prober.members(exclude) {
+        let Some(p) = Pinned::new(pid, start) else { continue };
+        for (i, &sig) in distinct.iter().enumerate() {
+            delivered[i] |= p.send(sig);
+        }
+    }
+    distinct.into_iter().zip(delivered).filter_map(|(s, d)| d.then_some(s)).collect()
+}
+
+/// Most rescans a kill makes while the tree keeps changing under it.
+const KILL_SCANS: usize = 1000;
+
+/// What a kill of the tree found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Killed {
+    /// Processes that got the signal.
+    pub signalled: u32,
+    /// Of them, in uninterruptible sleep (D): they die when the kernel lets them.
+    pub stuck: u32,
+}
+
+/// Kills the tree so that a fork storm or a pid hopper (a process that forks a copy of itself
+/// and exits, over and over) cannot outrun it: first every member is stopped with SIGSTOP,
+/// rescanning until a scan finds no member that is not stopped yet (a stopped process forks
+/// no more), then each gets `sig` (and SIGCONT, so a stopped process takes a catchable one).
+/// `skip` is the main child, which the caller signals itself. The pidfds are held from the
+/// stop to the kill, so no pid can be recycled in between.
+pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, sig: Signal) -> Killed {
+    let mut held: Vec<((i32, u64), Pinned)> = Vec::new();
+    for _ in 0..KILL_SCANS {
+        let mut fresh = 0;
+        for member in prober.members(&[]) {
+            if Some(member.0) == skip || held.iter().any(|(m, _)| *m == member) {
+                continue;
+            }
+            if let Some(p) = Pinned::new(member.0, member.1) {
+                p.send(SIGSTOP);
+                held.push((member, p));
+                fresh += 1;
+            }
+        }
+        if fresh == 0 {
             break;
         }
-        for &(pid, start) in &fresh {
-            if send_verified(pid, start, sig) == Sent::Delivered {
-                if cont {
-                    send_verified(pid, start, crate::signals::SIGCONT);
-                }
-                signalled.push((pid, start));
+    }
+    let mut killed = Killed::default();
+    for ((pid, _), p) in &held {
+        if p.send(sig) {
+            if sig != SIGKILL {
+                p.send(SIGCONT);
+            }
+            killed.signalled += 1;
+            if prober_state(*pid) == Some(b'D') {
+                killed.stuck += 1;
             }
         }
     }
-    signalled.len() as u32
+    killed
+}
+
+/// The state letter of `pid` now.
+fn prober_state(pid: i32) -> Option<u8> {
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text).map(|stat| stat.state)
 }
 
 #[cfg(test)]

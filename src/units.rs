@@ -31,9 +31,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) => Ok(d.min(FOREVER)),
         Err(humantime::DurationError::NumberOverflow) => Ok(FOREVER),
-        Err(err) => Err(format!(
-            "{err} (expected e.g. 250ms, 5s, 1m30s, 2h, or a number of seconds)"
-        )),
+        Err(err) => {
+            Err(format!("{err} (expected e.g. 250ms, 5s, 1m30s, 2h, or a number of seconds)"))
+        }
     }
 }
 
@@ -219,22 +219,8 @@ mod tests {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
         }
         for text in [
-            "",
-            "-1",
-            "-5s",
-            "abc",
-            "5x",
-            "NaN",
-            "nan",
-            "1..2",
-            "1e",
-            "1e+",
-            "e3",
-            "1e3.5",
-            "-1e3",
-            "5ss",
-            "m",
-            "５s",
+            "", "-1", "-5s", "abc", "5x", "NaN", "nan", "1..2", "1e", "1e+", "e3", "1e3.5", "-1e3",
+            "5ss", "m", "５s",
         ] {
             assert!(parse_duration(text).is_err(), "{text:?} parsed");
         }

@@ -338,7 +338,9 @@ fn the_command_line_wins_over_the_environment() {
 #[test]
 fn durations_as_gnu_timeout_reads_them() {
     let dir = TempDir::new("durations");
-    for value in ["1e3", "2.5e2", "inf", "1.5m", "2.34e+5d", "18446744073709551616", "99999999999999999999y"] {
+    for value in
+        ["1e3", "2.5e2", "inf", "1.5m", "2.34e+5d", "18446744073709551616", "99999999999999999999y"]
+    {
         for flag in ["--stall", "--timeout", "--grace", "--interval", "--cpu-soft-for"] {
             let args: Vec<OsString> = vec![flag.into(), value.into()];
             let r = run_in(&dir, &args, &[]);

@@ -12,8 +12,8 @@ use nix::unistd::Pid;
 use watchd::exit::ChildEnd;
 use watchd::helper_run::{Drained, Output, SideCommand, SideEnd, SideStatus, TAIL};
 use watchd::signals;
-use watchd::sys::{self, SigSet};
 use watchd::spawn::Inherited;
+use watchd::sys::{self, SigSet};
 
 fn inherited() -> Inherited {
     Inherited { mask: SigSet::current_mask(), sigchld_ignored: false }
