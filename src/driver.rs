@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exit::{ChildEnd, Ending, Outcome};
 use crate::machine::{Action, AfterTerminal, Event, Incoming, Machine, Reap, Settings};
 use crate::policy::Policy;
-use crate::probe::{OomCounters, Prober, Sampler};
+use crate::probe::{OomCounters, Prober, ProcView, Sample, Sampler};
 use crate::report::{self, Reporter};
 use crate::signals::{
     self, SIGCHLD, SIGCONT, SIGKILL, SIGPIPE, SIGTTIN, SIGTTOU, Signal, SignalSet,
@@ -90,7 +90,27 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     let env: Vec<(OsString, OsString)> =
         std::env::vars_os().filter(|(key, _)| !own.contains(key)).collect();
 
-    let prober = Prober::new(self_pid);
+    // Numbers from a /proc that is not this PID namespace's name strangers: watchd then
+    // signals only what it knows is its own (the main child and its process group).
+    let proc_ok = match crate::probe::proc_view(self_pid) {
+        ProcView::Ours => true,
+        ProcView::Missing => {
+            reporter.warn(
+                "/proc is not mounted: no stall, CPU or memory verdicts, and signals go to the \
+                 command's process group only",
+            );
+            false
+        }
+        ProcView::Foreign(other) => {
+            reporter.warn(format!(
+                "/proc is not this PID namespace's (/proc/self is {other}, watchd is pid \
+                 {self_pid}): no stall, CPU or memory verdicts, and signals go to the command's \
+                 process group only"
+            ));
+            false
+        }
+    };
+    let prober = if proc_ok { Prober::new(self_pid) } else { Prober::blind(self_pid) };
     let clk_tck = prober.clk_tck();
     let policy = Policy::new(config.limits(clk_tck));
     let oom_before = OomCounters::read();
@@ -125,6 +145,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         details: reporter.wants_details(),
         ignored,
         clk_tck,
+        proc_ok,
     };
     let (machine, start) = Machine::new(settings, policy, main_pid, &config.command, started);
     let mut driver = Driver {
@@ -137,6 +158,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         env,
         inherited,
         stop_cmd_pid: None,
+        proc_ok,
         oom_before,
         prober,
         sampler: Sampler::new(),
@@ -160,6 +182,9 @@ struct Driver {
     env: Vec<(OsString, OsString)>,
     inherited: Inherited,
     stop_cmd_pid: Option<i32>,
+    /// /proc is watchd's own: the tree can be walked. Without it, what watchd signals beyond
+    /// the main child is its process group.
+    proc_ok: bool,
     /// The OOM killer's counters before the command started.
     oom_before: OomCounters,
     prober: Prober,
@@ -321,6 +346,16 @@ impl Driver {
         }
     }
 
+    /// Without a /proc of its own, what watchd can still reach beyond the main child: the main
+    /// child's process group (a group id stays taken while the group has members). Returns
+    /// the signals that reached it.
+    fn group_fallback(&self, sigs: &[Signal]) -> Vec<Signal> {
+        if self.proc_ok {
+            return Vec::new();
+        }
+        sigs.iter().copied().filter(|&s| sys::kill_group(self.main_pid, s).is_ok()).collect()
+    }
+
     /// Processes that are not the tree: the `--stop-cmd` shell.
     fn exclude(&self) -> Vec<i32> {
         self.stop_cmd_pid.into_iter().collect()
@@ -339,26 +374,29 @@ impl Driver {
                         .into_iter()
                         .filter(|&s| sys::kill_group(self.main_pid, s).is_ok())
                         .collect(),
-                    ForwardTo::Tree => {
+                    ForwardTo::Tree if self.proc_ok => {
                         let exclude = self.exclude();
                         tree::signal_batch(&mut self.prober, &exclude, &sigs)
                     }
+                    ForwardTo::Tree => self.group_fallback(&sigs),
                 };
                 Some(Event::Forwarded { delivered, to })
             }
             Action::Stop { sig, scope } => {
                 // main_pid is our unreaped child, so this is safe even if a scan would miss it.
-                let _ = sys::kill(self.main_pid, sig);
+                let sent = sys::kill(self.main_pid, sig).map_err(|e| e.desc().to_string());
                 let _ = sys::kill(self.main_pid, SIGCONT);
                 if scope == StopScope::Tree {
                     let exclude = self.exclude();
                     tree::signal_all(&mut self.prober, &exclude, Some(self.main_pid), sig, true);
+                    self.group_fallback(&[sig, SIGCONT]);
                 }
-                None
+                Some(Event::StopSent(sent))
             }
             Action::StopLeftovers { sig } => {
                 let exclude = self.exclude();
                 let count = tree::signal_all(&mut self.prober, &exclude, None, sig, true);
+                self.group_fallback(&[sig, SIGCONT]);
                 Some(Event::LeftoversStopped { sig, count })
             }
             Action::Kill { sig, main_alive } => {
@@ -368,10 +406,12 @@ impl Driver {
                     count += 1;
                 }
                 let killed = tree::kill_tree(&mut self.prober, main, sig);
+                self.group_fallback(&[sig]);
                 Some(Event::Killed { sig, count: count + killed.signalled, stuck: killed.stuck })
             }
             Action::FinalKill => {
                 tree::kill_tree(&mut self.prober, None, SIGKILL);
+                self.group_fallback(&[SIGKILL]);
                 None
             }
             Action::Sweep => {
@@ -393,7 +433,8 @@ impl Driver {
             }
             Action::Probe { at } => {
                 let scan = self.prober.scan(&self.exclude());
-                Some(Event::Sample(self.sampler.sample(&scan, at)))
+                let visible = scan.procs.iter().any(|p| p.pid == self.main_pid);
+                Some(Event::Sample(Sample { visible, ..self.sampler.sample(&scan, at) }))
             }
             Action::GiveTerminal { then } => {
                 let given = self.tty.as_ref().is_some_and(|t| t.give(self.main_pid));

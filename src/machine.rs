@@ -49,6 +49,8 @@ pub struct Settings {
     pub ignored: SignalSet,
     /// Clock ticks per second, the unit of `Sample::cpu_ticks`.
     pub clk_tck: u64,
+    /// /proc is watchd's own (the driver has said so when it is not).
+    pub proc_ok: bool,
 }
 
 /// What the world reported.
@@ -78,6 +80,9 @@ pub enum Event {
     StopCmdStarted(Result<(), String>),
     /// Result of [`Action::GiveTerminal`].
     Terminal { given: bool, then: AfterTerminal },
+    /// Result of [`Action::Stop`]: why the stop signal could not reach the main child, if
+    /// it could not (EPERM: the command changed its user).
+    StopSent(Result<(), String>),
     /// Result of [`Action::StopSelf`]: watchd was continued (`fg`, `bg`).
     Resumed,
     /// The main child could not exec (it has been reaped).
@@ -127,7 +132,7 @@ pub enum Action {
     /// batch and each process gets each distinct signal once.
     Forward { sigs: Vec<Signal>, to: ForwardTo },
     /// The drain: `sig` then SIGCONT to the main child, then to the rest of the tree if `scope`
-    /// says so.
+    /// says so (→ [`Event::StopSent`]).
     Stop { sig: Signal, scope: StopScope },
     /// `sig` and SIGCONT to what is left of the tree (→ [`Event::LeftoversStopped`]).
     StopLeftovers { sig: Signal },
@@ -195,6 +200,7 @@ struct Ended {
 #[derive(Clone, Debug)]
 struct Stopped {
     reason: Reason,
+    detail: String,
     at: Instant,
     how: String,
 }
@@ -222,6 +228,8 @@ pub struct Machine {
     stop_requested: Option<Instant>,
     /// The OOM finding that came with the main child's death.
     oom: Option<String>,
+    /// A probe could not see the main child, and watchd said so.
+    blind_said: bool,
     last: Option<Sample>,
     stops_total: [u64; Reason::ALL.len()],
 }
@@ -246,6 +254,7 @@ impl Machine {
             sent_to_main: SignalSet::default(),
             stop_requested: None,
             oom: None,
+            blind_said: false,
             last: None,
             stops_total: [0; Reason::ALL.len()],
         };
@@ -365,6 +374,7 @@ impl Machine {
                 );
             }
             Event::StopCmdStarted(Ok(())) => {}
+            Event::StopSent(sent) => self.on_stop_sent(sent, &mut out),
             Event::Terminal { given, then: AfterTerminal::Touched(sig) } => {
                 if given {
                     // The shell made the job foreground without a signal (bash's `fg` of a job
@@ -484,8 +494,10 @@ impl Machine {
                     self.oom = oom;
                 }
                 Reap::StopCmd { end, .. } => {
-                    if end != ChildEnd::Exited(0) {
-                        let text = format!("--stop-cmd failed: it {end}; the grace still runs");
+                    // Only while its grace runs: once the child ended or the kill went out,
+                    // watchd killed it itself.
+                    if end != ChildEnd::Exited(0) && matches!(self.state, State::Stopping { .. }) {
+                        let text = format!("--stop-cmd failed ({end}); the grace still runs");
                         self.say(out, Level::Normal, text);
                     }
                 }
@@ -556,8 +568,13 @@ impl Machine {
             // poll happened to wake: windows are then exact multiples of the interval, and a
             // stall window of N intervals fires at the Nth tick. Missed ticks are skipped.
             let interval = self.set.interval;
-            let behind =
-                now.saturating_duration_since(self.probes.next).as_nanos() / interval.as_nanos();
+            let late = now.saturating_duration_since(self.probes.next);
+            if late > interval {
+                // watchd itself could not run for a while (docker pause, a frozen cgroup, a
+                // suspended VM, CRIU): the tree was frozen too, so the window proves nothing.
+                self.probes.void = true;
+            }
+            let behind = late.as_nanos() / interval.as_nanos();
             let tick = u32::try_from(behind)
                 .ok()
                 .and_then(|n| interval.checked_mul(n))
@@ -588,8 +605,24 @@ impl Machine {
     }
 
     fn on_sample(&mut self, sample: Sample, now: Instant, out: &mut Vec<Action>) {
-        let interrupted = std::mem::take(&mut self.probes.void);
-        let trigger = self.policy.observe(&sample, interrupted);
+        let trigger = if sample.visible {
+            let interrupted = std::mem::take(&mut self.probes.void);
+            self.policy.observe(&sample, interrupted)
+        } else {
+            // No data is no verdict: the child is alive (not reaped) but /proc does not show
+            // it. The window that sees it again starts afresh.
+            self.probes.void = true;
+            if self.set.proc_ok && !std::mem::replace(&mut self.blind_said, true) {
+                self.say(
+                    out,
+                    Level::Normal,
+                    "cannot see the command in /proc (hidepid, or a set-uid command): no stall, \
+                     CPU or memory verdict until it can"
+                        .to_string(),
+                );
+            }
+            None
+        };
         let cpu_seconds = sample.cpu_ticks as f64 / self.set.clk_tck.max(1) as f64;
         let since = self.policy.since_progress().as_secs_f64();
         out.push(Action::Emit(Record::Sample {
@@ -630,42 +663,52 @@ impl Machine {
             return;
         }
         self.stops_total[reason.index()] += 1;
-        let (grace, kill, sig) = (self.set.grace, self.set.kill_signal, self.set.stop_signal);
+        let (grace, sig) = (self.set.grace, self.set.stop_signal);
         let grace_s = grace.as_secs_f64();
-        let line = |action: &str| {
-            format!("{reason}: {detail}; {action}, {kill} in {}", human_duration(grace))
-        };
+        out.push(Action::Emit(record));
         let rest_stopped = match self.set.stop_cmd.clone() {
             Some(cmd) => {
-                self.stopped = Some(Stopped { reason, at: now, how: "--stop-cmd".into() });
-                out.push(Action::Emit(record));
-                self.say(out, Level::Normal, line("running --stop-cmd"));
-                out.push(Action::Emit(Record::Stop {
-                    signal: None,
-                    cmd: Some(cmd.clone()),
-                    grace_s,
-                }));
+                self.stopped = Some(Stopped { reason, detail, at: now, how: "--stop-cmd".into() });
+                self.say_drain(out, "running --stop-cmd".to_string());
+                let stop = Record::Stop { signal: None, cmd: Some(cmd.clone()), grace_s };
+                out.push(Action::Emit(stop));
                 out.push(Action::RunStopCmd { cmd });
                 false
             }
             None => {
-                self.stopped = Some(Stopped { reason, at: now, how: sig.to_string() });
-                // Act first, then say so. The main child gets the signal directly, exactly
-                // once (many programs take a second SIGTERM or SIGINT as "quit now"); then the
-                // rest of the tree, if the scope says so.
+                self.stopped = Some(Stopped { reason, detail, at: now, how: sig.to_string() });
+                // Act first; the line follows with the result (Event::StopSent). The main child
+                // gets the signal directly, exactly once (many programs take a second SIGTERM
+                // or SIGINT as "quit now"); then the rest of the tree, if the scope says so.
                 out.push(Action::Stop { sig, scope: self.set.stop_scope });
                 self.sent_to_main.add(sig);
-                out.push(Action::Emit(record));
-                self.say(out, Level::Normal, line(&format!("sending {sig}")));
-                out.push(Action::Emit(Record::Stop {
-                    signal: Some(sig.to_string()),
-                    cmd: None,
-                    grace_s,
-                }));
                 self.set.stop_scope == StopScope::Tree
             }
         };
         self.state = State::Stopping { kill_at: now + grace, rest_stopped };
+    }
+
+    /// `stall: no CPU or I/O progress for 30s (3 processes); sending SIGTERM, SIGKILL in 10s`
+    fn say_drain(&self, out: &mut Vec<Action>, action: String) {
+        let Some(stopped) = &self.stopped else { return };
+        let (kill, grace) = (self.set.kill_signal, human_duration(self.set.grace));
+        let text = format!("{}: {}; {action}, {kill} in {grace}", stopped.reason, stopped.detail);
+        out.push(Action::Say(Level::Normal, text));
+    }
+
+    fn on_stop_sent(&mut self, sent: Result<(), String>, out: &mut Vec<Action>) {
+        let sig = self.set.stop_signal;
+        let action = match &sent {
+            Ok(()) => format!("sending {sig}"),
+            Err(err) => format!("cannot send {sig} ({err})"),
+        };
+        self.say_drain(out, action);
+        if let (Err(_), Some(stopped)) = (&sent, &mut self.stopped) {
+            stopped.how = format!("{sig} could not be sent");
+        }
+        let signal = sent.is_ok().then(|| sig.to_string());
+        let grace_s = self.set.grace.as_secs_f64();
+        out.push(Action::Emit(Record::Stop { signal, cmd: None, grace_s }));
     }
 
     /// A grace ran out: the kill signal to everything still in the tree.
@@ -782,6 +825,7 @@ mod tests {
             details: true,
             ignored: SignalSet::default(),
             clk_tck: HZ,
+            proc_ok: true,
         }
     }
 
@@ -794,6 +838,8 @@ mod tests {
         stuck: u32,
         terminal: bool,
         stop_cmd: Result<(), String>,
+        /// What sending the stop signal to the main child gives.
+        stop_sent: Result<(), String>,
         /// The next probe's readings (its `at` comes from the action).
         sample: Sample,
     }
@@ -818,6 +864,7 @@ mod tests {
                 stuck: 0,
                 terminal: true,
                 stop_cmd: Ok(()),
+                stop_sent: Ok(()),
                 sample: Sample {
                     at: Duration::ZERO,
                     cpu_ticks: 0,
@@ -826,6 +873,7 @@ mod tests {
                     processes: 1,
                     rss_bytes: 1 << 20,
                     all_stopped: false,
+                    visible: true,
                 },
             };
             let mut sim = Sim { m, t0, now: t0, world, log: Vec::new() };
@@ -868,6 +916,7 @@ mod tests {
                     Action::Sweep => {
                         Some(Event::Swept { count: self.world.tree, stuck: self.world.stuck })
                     }
+                    Action::Stop { .. } => Some(Event::StopSent(self.world.stop_sent.clone())),
                     Action::RunStopCmd { .. } => {
                         Some(Event::StopCmdStarted(self.world.stop_cmd.clone()))
                     }
@@ -1278,6 +1327,28 @@ mod tests {
         assert!(stop < kill);
     }
 
+    #[test]
+    fn a_stop_signal_that_cannot_be_sent_is_not_claimed() {
+        let mut sim = Sim::stall(1.0);
+        sim.world.stop_sent = Err("Operation not permitted".into());
+        sim.at(1.0).at(2.0);
+        assert!(sim.has_line(
+            "stall: no CPU or I/O progress for 1s (1 process); cannot send SIGTERM (Operation \
+             not permitted), SIGKILL in 10s"
+        ));
+        assert!(!sim.has_line("sending SIGTERM"));
+        sim.now = sim.t0 + secs(3.0);
+        sim.reap(ChildEnd::Exited(0), false);
+        assert!(
+            sim.has_line("stall: child exited with status 0 1s after SIGTERM could not be sent")
+        );
+        let stop = sim.log.iter().find_map(|a| match a {
+            Action::Emit(Record::Stop { signal, .. }) => Some(signal.clone()),
+            _ => None,
+        });
+        assert_eq!(stop, Some(None), "the stop event names no signal that was not sent");
+    }
+
     // ---- --stop-cmd ----
 
     #[test]
@@ -1296,7 +1367,7 @@ mod tests {
         sim.take();
         let ends = vec![Reap::StopCmd { pid: 9, end: ChildEnd::Exited(2) }];
         sim.send(Event::Reaped { ends, children_left: true });
-        assert!(sim.has_line("--stop-cmd failed: it exited with status 2; the grace still runs"));
+        assert!(sim.has_line("--stop-cmd failed (exited with status 2); the grace still runs"));
         sim.now = sim.t0 + secs(3.0);
         sim.reap(ChildEnd::Killed(SIGINT), true);
         assert!(sim.log.contains(&Action::KillStopCmd));
@@ -1304,7 +1375,11 @@ mod tests {
             sim.log.contains(&Action::StopLeftovers { sig: SIGTERM }),
             "the command never stopped the rest"
         );
-        sim.send(Event::Reaped { ends: vec![], children_left: false });
+        sim.take();
+        // Killed by watchd once the child ended: not a failure of the command.
+        let ends = vec![Reap::StopCmd { pid: 9, end: ChildEnd::Killed(SIGKILL) }];
+        sim.send(Event::Reaped { ends, children_left: false });
+        assert!(!sim.has_line("--stop-cmd failed"), "{:?}", sim.lines());
         assert!(sim.has_line("stall: child killed by SIGINT 1s after --stop-cmd"));
     }
 
@@ -1395,6 +1470,65 @@ mod tests {
         );
         sim.at(4.0);
         assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1, "1s before + 1s after");
+    }
+
+    #[test]
+    fn a_probe_more_than_one_interval_late_proves_nothing() {
+        // docker pause froze watchd and its tree from 2.1s to 12s: the probe due at 3s comes
+        // at 12s. Without the void window, that 10s of nothing would be a stall.
+        let mut sim = Sim::stall(2.0);
+        sim.at(1.0).at(2.0);
+        sim.take();
+        sim.at(12.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        assert!(sim.log.contains(&Action::Probe { at: secs(12.0) }));
+        // The stall clock paused over the frozen window (1s before it, as for job control)
+        // and goes on from the first window after it.
+        sim.at(13.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1, "1s before + 1s after");
+        // Control: a probe late by less than an interval is an ordinary window.
+        let mut sim = Sim::stall(2.0);
+        sim.at(1.0).at(2.0).at(3.9);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
+    }
+
+    #[test]
+    fn the_timeout_counts_frozen_time() {
+        let mut sim = Sim::new(settings(), Limits { timeout: Some(secs(5.0)), ..Limits::none(HZ) });
+        sim.at(1.0);
+        sim.take();
+        sim.at(12.0);
+        assert!(sim.has_line("timeout: ran for 5s"), "{:?}", sim.lines());
+    }
+
+    #[test]
+    fn no_verdict_on_a_tree_watchd_cannot_see() {
+        let limits = Limits { stall: Some(secs(1.0)), max_rss: Some(1), ..Limits::none(HZ) };
+        let mut sim = Sim::new(settings(), limits);
+        sim.world.sample.visible = false;
+        sim.world.sample.processes = 0;
+        for t in 1..=10 {
+            sim.at(t as f64);
+        }
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        let said = sim.lines().iter().filter(|l| l.contains("cannot see the command")).count();
+        assert_eq!(said, 1, "said once: {:?}", sim.lines());
+        // Visible again: a fresh window, then the verdicts come back.
+        sim.world.sample.visible = true;
+        sim.at(11.0);
+        assert_eq!(
+            sim.count(|a| matches!(a, Action::Stop { .. })),
+            1,
+            "rss on the first visible sample"
+        );
+        // With a foreign /proc the driver has already said why: the machine stays quiet.
+        let mut set = settings();
+        set.proc_ok = false;
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.world.sample.visible = false;
+        sim.at(1.0).at(2.0).at(3.0);
+        assert!(!sim.has_line("cannot see"));
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
     }
 
     #[test]

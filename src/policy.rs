@@ -325,6 +325,7 @@ mod tests {
             processes: 3,
             rss_bytes: 0,
             all_stopped: false,
+            visible: true,
         }
     }
 

@@ -162,7 +162,7 @@ fn a_failing_stop_cmd_is_reported_and_the_grace_runs_to_the_kill() {
         &child,
     ]));
     assert_eq!(r.signal(), Some(libc::SIGKILL), "{r}");
-    r.assert_stderr_has("watchd: --stop-cmd failed: it exited with status 3; the grace still runs");
+    r.assert_stderr_has("watchd: --stop-cmd failed (exited with status 3); the grace still runs");
     r.assert_took(secs(1.0), secs(1.8));
     assert!(!log.exists(), "the stop signal was sent although --stop-cmd replaces it");
 }

@@ -25,6 +25,9 @@ pub struct Sample {
     pub rss_bytes: u64,
     /// processes > 0 and every live member is in state T or t.
     pub all_stopped: bool,
+    /// The scan saw the main child: /proc is watchd's own and shows the tree. When false the
+    /// figures are no evidence of anything (no /proc, a foreign one, hidepid).
+    pub visible: bool,
 }
 
 /// Turns successive scans into monotone tree totals.
@@ -106,6 +109,7 @@ impl Sampler {
             processes,
             rss_bytes,
             all_stopped: processes > 0 && all_stopped,
+            visible: true,
         }
     }
 }
@@ -153,6 +157,7 @@ mod tests {
                 processes: 2,
                 rss_bytes: 4096 + 8192,
                 all_stopped: false,
+                visible: true,
             }
         );
     }

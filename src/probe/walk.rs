@@ -62,6 +62,28 @@ pub struct Prober {
     seen: std::collections::HashSet<i32>,
     path: Vec<u8>,
     buf: Vec<u8>,
+    /// Sees nothing (a /proc that is not watchd's).
+    blind: bool,
+}
+
+/// Whether /proc shows watchd's own PID namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcView {
+    Ours,
+    /// No /proc at all (not mounted, or hidden).
+    Missing,
+    /// `/proc/self` is another pid: a /proc of another PID namespace (`unshare --pid --fork`
+    /// without a fresh mount), where the numbers watchd would read name strangers.
+    Foreign(String),
+}
+
+/// Compares `/proc/self` with watchd's own pid.
+pub fn proc_view(self_pid: i32) -> ProcView {
+    match std::fs::read_link("/proc/self") {
+        Ok(link) if link.as_os_str() == self_pid.to_string().as_str() => ProcView::Ours,
+        Ok(link) => ProcView::Foreign(link.to_string_lossy().into_owned()),
+        Err(_) => ProcView::Missing,
+    }
 }
 
 /// Upper bound for one /proc file we read; a stat line is well under 1 KiB.
@@ -85,7 +107,14 @@ impl Prober {
             seen: std::collections::HashSet::new(),
             path: Vec::with_capacity(32),
             buf: vec![0; 4096],
+            blind: false,
         }
+    }
+
+    /// A prober that sees nothing: for a /proc that is not watchd's (see [`proc_view`]), whose
+    /// numbers would name strangers.
+    pub fn blind(root: i32) -> Prober {
+        Prober { blind: true, ..Prober::new(root) }
     }
 
     /// Tree = every descendant of `root` by ppid chain (root itself excluded), minus the subtrees
@@ -144,6 +173,11 @@ impl Prober {
     /// down from root where the kernel has them, so the cost follows the tree and not the
     /// machine, else by reading every process's stat.
     fn collect(&mut self, exclude: &[i32]) {
+        if self.blind {
+            self.stats.clear();
+            self.members.clear();
+            return;
+        }
         if self.children_files != Some(false) {
             let walked = self.walk_children(exclude);
             if self.children_files.is_none() {
