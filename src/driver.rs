@@ -405,17 +405,17 @@ impl Driver {
                 if main_alive && sys::kill(self.main_pid, sig).is_ok() {
                     count += 1;
                 }
-                let killed = tree::kill_tree(&mut self.prober, main, sig);
+                let killed = tree::kill_tree(&mut self.prober, main, self.main_pid, sig);
                 self.group_fallback(&[sig]);
                 Some(Event::Killed { sig, count: count + killed.signalled, stuck: killed.stuck })
             }
             Action::FinalKill => {
-                tree::kill_tree(&mut self.prober, None, SIGKILL);
+                tree::kill_tree(&mut self.prober, None, self.main_pid, SIGKILL);
                 self.group_fallback(&[SIGKILL]);
                 None
             }
             Action::Sweep => {
-                let killed = tree::kill_tree(&mut self.prober, None, SIGKILL);
+                let killed = tree::kill_tree(&mut self.prober, None, self.main_pid, SIGKILL);
                 Some(Event::Swept { count: killed.signalled, stuck: killed.stuck })
             }
             Action::RunStopCmd { cmd } => {

@@ -169,6 +169,13 @@ pub fn kill_group(pgid: i32, sig: Signal) -> Result<(), Errno> {
     Errno::result(unsafe { libc::kill(-pgid, sig.as_raw()) }).map(drop)
 }
 
+/// Whether process group `pgid` (> 1) has a member watchd may signal: kill(-pgid, 0).
+pub fn group_exists(pgid: i32) -> bool {
+    // SAFETY: signal 0 checks permission and existence and sends nothing; pgid > 1 names one
+    // process group.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
 /// A pidfd for `pid`, or the errno (ENOSYS before Linux 5.3, ESRCH when it is gone).
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.

@@ -124,13 +124,23 @@ pub struct Killed {
 }
 
 /// Kills the tree so that a fork storm or a pid hopper (a process that forks a copy of itself
-/// and exits, over and over) cannot outrun it: first every member is stopped with SIGSTOP,
-/// rescanning until a scan finds no member that is not stopped yet (a stopped process forks
-/// no more), then each gets `sig` (and SIGCONT, so a stopped process takes a catchable one).
-/// `skip` is the main child, which the caller signals itself. The pidfds are held from the
-/// stop to the kill, so no pid can be recycled in between.
-pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, sig: Signal) -> Killed {
+/// and exits, over and over) cannot outrun it. The main child's process group, `group`, is
+/// stopped at once with one kill(-pgid) while it has members: the kernel lets no fork escape a
+/// group signal, and a group id stays taken while the group has members, so it is still the
+/// one the main child made (another process could take that id only after the whole group
+/// died and the pid numbers wrapped around).
+/// Then every member is stopped with SIGSTOP, rescanning until a scan finds no member that is
+/// not stopped yet (a stopped process forks no more), and each gets `sig` (and SIGCONT, so a
+/// stopped process takes a catchable one). `skip` is the main child, which the caller
+/// signals itself. The pidfds are held from the stop to the kill, so no pid can be recycled
+/// in between. (A hopper that left the group with setsid is caught only by the rescans; a
+/// cgroup catches it for sure.)
+pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, group: i32, sig: Signal) -> Killed {
     let mut held: Vec<((i32, u64), Pinned)> = Vec::new();
+    let ours = skip.is_some() || sys::group_exists(group);
+    if ours {
+        let _ = sys::kill_group(group, SIGSTOP);
+    }
     for _ in 0..KILL_SCANS {
         let mut fresh = 0;
         for member in prober.members(&[]) {
@@ -148,6 +158,10 @@ pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, sig: Signal) -> Killed 
         }
     }
     let mut killed = Killed::default();
+    if ours {
+        let _ = sys::kill_group(group, sig);
+        let _ = sys::kill_group(group, SIGCONT);
+    }
     for ((pid, _), p) in &held {
         if p.send(sig) {
             if sig != SIGKILL {

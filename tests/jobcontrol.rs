@@ -602,3 +602,23 @@ fn a_background_reader_stops_and_fg_lets_it_read() {
     sh.status(0, "watchd should exit with sh's status 0");
     sh.shell_has_the_terminal();
 }
+
+/// Piped input on an interactive shell (`echo data | watchd -- cmd`): watchd's stdin is a pipe,
+/// but it has a controlling terminal and is in its foreground group, so the command still
+/// becomes the foreground job and can read the terminal, as it would without watchd.
+#[test]
+fn piped_stdin_still_gives_the_command_the_terminal() {
+    let mut sh = Shell::start();
+    sh.line("echo data | watchd -- sh -c 'read y; read x </dev/tty; echo got:$y:$x'");
+    sh.job("sh");
+    sh.send(b"hello\r");
+    sh.expect_not_after(
+        "got:data:hello\r\n",
+        "Stopped",
+        "the child should read the pipe, then the terminal (a child left in a background \
+         group is stopped by SIGTTIN, and the shell reports the job Stopped)",
+    );
+    sh.prompt();
+    sh.status(0, "watchd should exit with sh's status 0");
+    sh.shell_has_the_terminal();
+}

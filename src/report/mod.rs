@@ -65,20 +65,23 @@ fn open_appending(path: &Path) -> io::Result<Out> {
             .mode(0o644)
             .open(path)
     };
-    let file = match open(false) {
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-            let owner = std::fs::symlink_metadata(path)?.uid();
-            let me = nix::unistd::geteuid().as_raw();
+    // A link is looked at before the open (the kernel's protected_symlinks may refuse it with a
+    // bare EACCES), and the open itself never follows one unless it passed: a link swapped in
+    // between is ELOOP.
+    let follow = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let (owner, me) = (meta.uid(), nix::unistd::geteuid().as_raw());
             if owner != me && owner != 0 {
                 return Err(io::Error::other(format!(
                     "it is a symbolic link owned by uid {owner}, not by watchd's user (uid {me}); \
                      refusing to follow it"
                 )));
             }
-            open(true)?
+            true
         }
-        other => other?,
+        _ => false,
     };
+    let file = open(follow)?;
     if file.metadata()?.is_dir() {
         return Err(io::Error::other("it is a directory"));
     }
