@@ -87,7 +87,6 @@ fn docker_stop_with_a_grace_below_the_stop_timeout_ends_with_watchds_kill() {
 /// request, watchd kills the leftover 3s after `docker stop`, 2s before Docker would; counted
 /// from the child's exit it would kill at 5s, racing Docker's SIGKILL.
 #[test]
-#[ignore = "needs issue 10 point 19: the grace counts from the stop request"]
 fn the_grace_counts_from_the_stop_request() {
     if !engine() {
         return;
@@ -228,7 +227,6 @@ fn watchd_max_rss_drains_before_the_oom_killer() {
 /// timer would race watchd's overdue probe at the thaw): the first probe sees 4 s without
 /// progress, time watchd spent frozen, which must not count.
 #[test]
-#[ignore = "needs issue 10 point 8: time during which watchd was frozen is not a stall"]
 fn docker_pause_of_a_steady_job_is_not_a_stall() {
     if !engine() {
         return;
@@ -237,8 +235,9 @@ fn docker_pause_of_a_steady_job_is_not_a_stall() {
     let fifo = dir.path("pace");
     util::run(engine::command("mkfifo", [&fifo])).assert_code(0);
     let volume = format!("{}:/pace", dir.0.display());
+    // One open of the FIFO for the whole loop: lines written between two opens would be lost.
     let script =
-        "while read -r n < /pace/pace; do echo tick $n; [ $n = 8 ] && break; done; echo done";
+        "while read -r n; do echo tick $n; [ $n = 8 ] && break; done < /pace/pace; echo done";
     let c = Container::start(&[
         "-v",
         &volume,
@@ -251,33 +250,27 @@ fn docker_pause_of_a_steady_job_is_not_a_stall() {
         "-c",
         script,
     ]);
-    let beat = |n: u32| {
-        // Non-blocking: the open fails (ENXIO) until the job has the FIFO open for reading.
-        poll(&format!("the job to read line {n}"), LONG, || {
-            let written = fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&fifo)
-                .and_then(|mut f| f.write_all(format!("{n}\n").as_bytes()))
-                .is_ok();
-            assert!(
-                written || c.inspect("{{.State.Running}}") == "true",
-                "the job ended before line {n}:\n{}",
-                c.logs()
-            );
-            written
-        });
+    // Non-blocking: the open fails (ENXIO) until the job has the FIFO open for reading.
+    let mut pace = None;
+    poll("the job to open the FIFO", LONG, || {
+        pace = fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo).ok();
+        assert!(pace.is_some() || c.inspect("{{.State.Running}}") == "true", "{}", c.logs());
+        pace.is_some()
+    });
+    let mut pace = pace.expect("opened");
+    let mut beat = |n: u32| {
+        pace.write_all(format!("{n}\n").as_bytes()).expect("the job reads the FIFO");
         c.wait_logs(&format!("tick {n}\n"), LONG);
         // The job's rhythm, not a wait for anything.
         std::thread::sleep(Duration::from_millis(500));
     };
-    (1..=4).for_each(beat);
+    (1..=4).for_each(&mut beat);
     docker_ok(["pause", &c.name]);
     // The freeze is the stimulus: two stall windows long.
     std::thread::sleep(Duration::from_secs(4));
     docker_ok(["unpause", &c.name]);
     std::thread::sleep(Duration::from_millis(500));
-    (5..=8).for_each(beat);
+    (5..=8).for_each(&mut beat);
     let code = c.wait(LONG);
     let logs = c.logs();
     assert!(!logs.contains("watchd: stall"), "{logs}");
@@ -340,7 +333,6 @@ fn configuration_from_the_environment_alone() {
 }
 
 #[test]
-#[ignore = "needs issue 10 point 18: the child's environment without watchd's own settings"]
 fn the_child_does_not_inherit_watchds_settings() {
     if !engine() {
         return;
