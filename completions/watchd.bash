@@ -23,7 +23,7 @@ _watchd() {
 
     case "${cmd}" in
         watchd)
-            opts="-s -t -v -q -h -V --stall --timeout --interval --evidence --min-cpu --cpu-limit --cpu-soft --cpu-soft-for --cpu-hard --max-rss --stop-signal --stop-scope --stop-cmd --grace --kill-signal --success-exit-status --exit-code-on-stop --rewrite-signal --forward-to --no-cleanup --no-subreaper --pdeathsig --events --metrics-file --verbose --quiet --help --version"
+            opts="-s -t -v -q -h -V --stall --timeout --interval --evidence --heartbeat --min-cpu --cpu-limit --cpu-soft --cpu-soft-for --cpu-hard --max-rss --health-cmd --health-url --health-interval --health-timeout --health-retries --start-period --start-interval --ready-timeout --notify --restart --restart-max --restart-delay --restart-delay-max --dump-signal --dump-cmd --dump-wait --stop-signal --stop-scope --stop-cmd --grace --kill-signal --success-exit-status --exit-code-on-stop --rewrite-signal --forward-to --no-cleanup --no-subreaper --pdeathsig --events --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -50,7 +50,11 @@ _watchd() {
                     return 0
                     ;;
                 --evidence)
-                    COMPREPLY=($(compgen -W "cpu io" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cpu io notify gpu" -- "${cur}"))
+                    return 0
+                    ;;
+                --heartbeat)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --min-cpu)
@@ -74,6 +78,66 @@ _watchd() {
                     return 0
                     ;;
                 --max-rss)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-cmd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-period)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --start-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ready-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart)
+                    COMPREPLY=($(compgen -W "no on-failure always" -- "${cur}"))
+                    return 0
+                    ;;
+                --restart-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-delay-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-signal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-cmd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dump-wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -14,6 +14,9 @@ use crate::signals::{self, Signal};
 use crate::units::{parse_cores, parse_duration, parse_fraction, parse_size};
 
 const LIMITS: &str = "Limits";
+const READINESS: &str = "Readiness and health";
+const RESTART: &str = "Restart";
+const DUMP: &str = "The dump";
 const DRAIN: &str = "Drain and kill";
 const PROCESS: &str = "Process";
 const OUTPUT: &str = "Output";
@@ -43,9 +46,13 @@ pub struct Cli {
     #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = LIMITS)]
     pub interval: Duration,
 
-    /// What counts as evidence of life: cpu, io, or both (a new process always counts)
-    #[arg(long, allow_hyphen_values = true, value_name = "KINDS", env = "WATCHD_EVIDENCE", default_value = "cpu,io", value_delimiter = ',', help_heading = LIMITS)]
+    /// What counts as evidence of life: cpu (a new process counts with it), io, notify, gpu
+    #[arg(long, allow_hyphen_values = true, value_name = "KINDS", env = "WATCHD_EVIDENCE", default_value = "cpu,io,notify,gpu", value_delimiter = ',', help_heading = LIMITS)]
     pub evidence: Vec<Evidence>,
+
+    /// A file whose size or modification time changed since the last probe is evidence of life (repeatable)
+    #[arg(long, allow_hyphen_values = true, value_name = "PATH", env = "WATCHD_HEARTBEAT", value_delimiter = ':', help_heading = LIMITS)]
+    pub heartbeat: Vec<PathBuf>,
 
     /// CPU growth slower than CORES over a probe window is not evidence of life
     #[arg(long, allow_hyphen_values = true, value_name = "CORES", env = "WATCHD_MIN_CPU", value_parser = parse_cores, help_heading = LIMITS)]
@@ -70,6 +77,70 @@ pub struct Cli {
     /// Stop the command when its tree's resident memory exceeds SIZE (512M, 2G, 1.5GiB)
     #[arg(long, allow_hyphen_values = true, value_name = "SIZE", env = "WATCHD_MAX_RSS", value_parser = parse_size, help_heading = LIMITS)]
     pub max_rss: Option<u64>,
+
+    /// Run `sh -c CMD` (with WATCHD_PID set) as the health check; exit 0 passes
+    #[arg(long, allow_hyphen_values = true, value_name = "CMD", env = "WATCHD_HEALTH_CMD", conflicts_with = "health_url", help_heading = READINESS)]
+    pub health_cmd: Option<String>,
+
+    /// GET this http:// URL as the health check; a status from 200 to 399 passes
+    #[arg(long, allow_hyphen_values = true, value_name = "URL", env = "WATCHD_HEALTH_URL", help_heading = READINESS)]
+    pub health_url: Option<String>,
+
+    /// Time from the end of one health check to the start of the next
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_HEALTH_INTERVAL", default_value = "10s", value_parser = parse_duration, help_heading = READINESS)]
+    pub health_interval: Duration,
+
+    /// A health check that takes longer fails (a command is killed with its process group)
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_HEALTH_TIMEOUT", default_value = "5s", value_parser = parse_duration, help_heading = READINESS)]
+    pub health_timeout: Duration,
+
+    /// Consecutive failed health checks that fire unhealthy
+    #[arg(long, allow_hyphen_values = true, value_name = "N", env = "WATCHD_HEALTH_RETRIES", default_value = "3", value_parser = clap::value_parser!(u32).range(1..), help_heading = READINESS)]
+    pub health_retries: u32,
+
+    /// Failures before the first passing check and within this period do not count
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_START_PERIOD", default_value = "0", value_parser = parse_duration, help_heading = READINESS)]
+    pub start_period: Duration,
+
+    /// Time between health checks during --start-period
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_START_INTERVAL", default_value = "1s", value_parser = parse_duration, help_heading = READINESS)]
+    pub start_interval: Duration,
+
+    /// Fire not-ready when the command is not ready DURATION after it started
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_READY_TIMEOUT", value_parser = parse_duration, help_heading = READINESS)]
+    pub ready_timeout: Option<Duration>,
+
+    /// Give the command a notify socket (NOTIFY_SOCKET, sd_notify: READY=1, WATCHDOG=1, ...)
+    #[arg(long, env = "WATCHD_NOTIFY", value_parser = BoolishValueParser::new(), help_heading = READINESS)]
+    pub notify: bool,
+
+    /// Start the command again after it ends: no, on-failure or always
+    #[arg(long, allow_hyphen_values = true, value_name = "WHEN", env = "WATCHD_RESTART", default_value = "no", help_heading = RESTART)]
+    pub restart: RestartMode,
+
+    /// At most N restarts; then exit with the last run's status
+    #[arg(long, allow_hyphen_values = true, value_name = "N", env = "WATCHD_RESTART_MAX", value_parser = clap::value_parser!(u32), help_heading = RESTART)]
+    pub restart_max: Option<u32>,
+
+    /// Delay before the first restart; it doubles after each short run
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_RESTART_DELAY", default_value = "1s", value_parser = parse_duration, help_heading = RESTART)]
+    pub restart_delay: Duration,
+
+    /// The longest delay; a run that lasts longer resets the delay
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_RESTART_DELAY_MAX", default_value = "5m", value_parser = parse_duration, help_heading = RESTART)]
+    pub restart_delay_max: Duration,
+
+    /// Send SIGNAL to every process of the tree after the dump, before the stop signal
+    #[arg(long, allow_hyphen_values = true, value_name = "SIGNAL", env = "WATCHD_DUMP_SIGNAL", value_parser = signals::parse, help_heading = DUMP)]
+    pub dump_signal: Option<Signal>,
+
+    /// Run `sh -c CMD` for each process of the tree (WATCHD_PID set) before the stop signal
+    #[arg(long, allow_hyphen_values = true, value_name = "CMD", env = "WATCHD_DUMP_CMD", help_heading = DUMP)]
+    pub dump_cmd: Option<String>,
+
+    /// How long the dump signal and commands get before the stop signal
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", env = "WATCHD_DUMP_WAIT", default_value = "2s", value_parser = parse_duration, help_heading = DUMP)]
+    pub dump_wait: Duration,
 
     /// Signal that starts a drain
     #[arg(long, allow_hyphen_values = true, value_name = "SIGNAL", env = "WATCHD_STOP_SIGNAL", default_value = "TERM", value_parser = signals::parse, help_heading = DRAIN)]
@@ -144,6 +215,15 @@ pub struct Cli {
 pub enum Evidence {
     Cpu,
     Io,
+    Notify,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestartMode {
+    No,
+    OnFailure,
+    Always,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 
 use crate::cli::{Cli, Evidence, ForwardTo, StopScope};
 use crate::policy::Limits;
+use crate::readiness::HealthTiming;
 use crate::report::Level;
 use crate::signals::Signal;
 use crate::units::FOREVER;
@@ -25,6 +26,8 @@ pub struct Config {
     pub interval: Duration,
     pub evidence_cpu: bool,
     pub evidence_io: bool,
+    pub evidence_notify: bool,
+    pub evidence_gpu: bool,
     pub min_cpu: Option<f64>,
     pub cpu_limit: Option<f64>,
     pub cpu_soft: f64,
@@ -47,6 +50,20 @@ pub struct Config {
     pub events: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
     pub verbosity: Level,
+    pub health: Option<HealthCheck>,
+    pub heartbeat: Vec<PathBuf>,
+    pub restart: crate::machine::Restart,
+    pub dump: crate::machine::Dump,
+    pub health_timing: HealthTiming,
+    pub ready_timeout: Option<Duration>,
+    pub notify: bool,
+}
+
+/// `--health-cmd` or `--health-url` (the URL is resolved when the run starts: I/O).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthCheck {
+    Cmd(String),
+    Url(String),
 }
 
 impl Config {
@@ -67,8 +84,23 @@ impl Config {
                 cli.cpu_hard
             );
         }
-        if cli.stop_cmd.as_deref().is_some_and(|cmd| cmd.trim().is_empty()) {
-            bail!("invalid value '' for '--stop-cmd <CMD>': the command is empty");
+        for (name, cmd) in [
+            ("--stop-cmd", &cli.stop_cmd),
+            ("--health-cmd", &cli.health_cmd),
+            ("--dump-cmd", &cli.dump_cmd),
+        ] {
+            if cmd.as_deref().is_some_and(|cmd| cmd.trim().is_empty()) {
+                bail!("invalid value '' for '{name} <CMD>': the command is empty");
+            }
+        }
+        for (name, d) in [
+            ("--health-interval", cli.health_interval),
+            ("--start-interval", cli.start_interval),
+            ("--health-timeout", cli.health_timeout),
+        ] {
+            if d.is_zero() {
+                bail!("invalid value '0' for '{name} <DURATION>': it must be above 0");
+            }
         }
         for (name, path) in
             [("--events <PATH>", &cli.events), ("--metrics-file <PATH>", &cli.metrics_file)]
@@ -85,6 +117,35 @@ impl Config {
             interval,
             evidence_cpu: cli.evidence.contains(&Evidence::Cpu),
             evidence_io: cli.evidence.contains(&Evidence::Io),
+            evidence_notify: cli.evidence.contains(&Evidence::Notify),
+            evidence_gpu: cli.evidence.contains(&Evidence::Gpu),
+            health: match (cli.health_cmd, cli.health_url) {
+                (Some(cmd), _) => Some(HealthCheck::Cmd(cmd)),
+                (None, Some(url)) => Some(HealthCheck::Url(url)),
+                (None, None) => None,
+            },
+            health_timing: HealthTiming {
+                interval: cli.health_interval.min(FOREVER),
+                start_interval: cli.start_interval.min(FOREVER),
+                start_period: cli.start_period.min(FOREVER),
+                timeout: cli.health_timeout.min(FOREVER),
+                retries: cli.health_retries,
+            },
+            ready_timeout: cli.ready_timeout.and_then(nonzero),
+            notify: cli.notify,
+            heartbeat: cli.heartbeat,
+            restart: crate::machine::Restart {
+                mode: cli.restart,
+                max: cli.restart_max,
+                delay: cli.restart_delay.min(FOREVER),
+                delay_max: cli.restart_delay_max.min(FOREVER).max(cli.restart_delay.min(FOREVER)),
+            },
+            dump: crate::machine::Dump {
+                snapshot: true,
+                signal: cli.dump_signal,
+                cmd: cli.dump_cmd,
+                wait: cli.dump_wait.min(FOREVER),
+            },
             min_cpu: cli.min_cpu.and_then(positive),
             cpu_limit: cli.cpu_limit.and_then(positive),
             cpu_soft: cli.cpu_soft,
@@ -121,6 +182,11 @@ impl Config {
             stall: self.stall,
             evidence_cpu: self.evidence_cpu,
             evidence_io: self.evidence_io,
+            // Only counts with a socket to receive pings on, and only GPUs NVML answers for;
+            // the driver says which (`notify_active`, `gpu_active`).
+            evidence_notify: false,
+            evidence_gpu: false,
+            heartbeats: false,
             min_cpu: self.min_cpu,
             timeout: self.timeout,
             cpu_limit: self.cpu_limit,

@@ -1,20 +1,24 @@
-//! The driver: watchd's one loop. It sleeps in `poll` on a signalfd until a signal arrives or
-//! the machine's next deadline passes, turns what the kernel says (signals, reaped children,
-//! /proc scans) into [`machine::Event`]s, and carries out the [`machine::Action`]s that come
-//! back. It decides nothing: every "whether" and "when" is the machine's.
+//! The driver: watchd's one loop. It sleeps in `poll` until a signal arrives, a descriptor it
+//! watches is ready (the exec-status pipe, a health check, the notify socket, output that had
+//! to wait) or the machine's next deadline passes; turns what the kernel says (signals, reaped
+//! children, /proc scans, datagrams) into [`machine::Event`]s; and carries out the
+//! [`machine::Action`]s that come back. It decides nothing: every "whether" and "when" is the
+//! machine's.
 
-use std::collections::VecDeque;
-use std::ffi::OsString;
+use std::collections::{HashSet, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
 use crate::cli::{ForwardTo, StopScope};
-use crate::config::Config;
+use crate::config::{Config, HealthCheck};
 use crate::exit::{ChildEnd, Ending, Outcome};
+use crate::health::{HealthUrl, HttpCheck, Interest};
+use crate::helper_run::{Output, SideCommand, SideStatus};
 use crate::machine::{Action, AfterTerminal, Event, Incoming, Machine, Reap, Settings};
-use crate::policy::Policy;
+use crate::notify::{NotifySocket, Upstream};
 use crate::probe::{OomCounters, Prober, ProcView, Sample, Sampler};
 use crate::report::{self, Reporter};
 use crate::signals::{
@@ -27,6 +31,12 @@ use crate::tree;
 /// Most signals read from the signalfd per turn of the loop: a flood is forwarded in batches,
 /// with reaping and deadlines in between.
 const SIGNAL_BATCH: usize = 1024;
+
+/// Pids that were the tree's and have gone, remembered for judging a late notify message.
+const REMEMBERED: usize = 1024;
+
+/// How long a dump may read /proc before the stop goes out anyway.
+const DUMP_READ: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the command to its end. `inherited` is the signal state watchd was started with.
 pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
@@ -42,7 +52,25 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         })?),
         None => None,
     };
+    // A name that does not resolve is a usage error, found before anything starts; the check
+    // itself never waits on DNS.
+    let health = match &config.health {
+        Some(HealthCheck::Url(url)) => {
+            Some(HealthKind::Url(HealthUrl::resolve(url).map_err(|err| {
+                anyhow::anyhow!("invalid value '{url}' for '--health-url <URL>': {err}")
+            })?))
+        }
+        Some(HealthCheck::Cmd(cmd)) => Some(HealthKind::Cmd(cmd.clone())),
+        None => None,
+    };
     let mut reporter = Reporter::new(config.verbosity, events, metrics);
+    let upstream = match Upstream::from_env() {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            reporter.warn(format!("NOTIFY_SOCKET: {err}; not telling the service manager"));
+            None
+        }
+    };
 
     // Every signal watchd handles is blocked and read from a signalfd: no handlers run, so the
     // child's dispositions are untouched, and PID 1 still receives them (blocked signals are
@@ -86,9 +114,18 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     }
     let tty = sys::Tty::open();
     let foreground = tty.as_ref().filter(|t| t.is_foreground()).map(sys::Tty::raw);
+
+    // The notify socket: with --notify, and always under a service manager (the command
+    // never gets systemd's own socket).
+    let notify = if config.notify || upstream.is_some() {
+        Some(NotifySocket::bind().context("cannot make the notify socket")?)
+    } else {
+        None
+    };
     let own = crate::cli::own_variables();
-    let env: Vec<(OsString, OsString)> =
-        std::env::vars_os().filter(|(key, _)| !own.contains(key)).collect();
+    let stall_window = config.stall;
+    let child_notify = crate::notify::child_env(notify.as_ref().map(|n| n.path()), stall_window);
+    let env = child_notify.apply(std::env::vars_os().filter(|(key, _)| !own.contains(key)));
 
     // Numbers from a /proc that is not this PID namespace's name strangers: watchd then
     // signals only what it knows is its own (the main child and its process group).
@@ -112,11 +149,14 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     };
     let prober = if proc_ok { Prober::new(self_pid) } else { Prober::blind(self_pid) };
     let clk_tck = prober.clk_tck();
-    let policy = Policy::new(config.limits(clk_tck));
+    let mut limits = config.limits(clk_tck);
+    limits.evidence_notify = config.evidence_notify && notify.is_some();
+    limits.evidence_gpu = false;
+    limits.heartbeats = !config.heartbeat.is_empty();
     let oom_before = OomCounters::read();
     let started = Instant::now();
     let options = spawn::Options { inherited, foreground, pdeathsig: config.pdeathsig };
-    let spawned = spawn::Command::new(&config.command, &env)
+    let spawned = spawn::Command::new(&config.command, &env, child_notify.watchdog_pid)
         .and_then(|mut command| spawn::start(&mut command, &options).map(|s| (command, s)));
     let (command, spawn::Started { pid: main_pid, exec }) = match spawned {
         Ok(started) => started,
@@ -146,18 +186,36 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         ignored,
         clk_tck,
         proc_ok,
+        health: health.as_ref().map(|_| config.health_timing),
+        ready_timeout: config.ready_timeout,
+        notify: config.notify,
+        upstream: upstream.as_ref().map(Upstream::watchdog),
+        restart: config.restart,
+        dump: config.dump.clone(),
     };
-    let (machine, start) = Machine::new(settings, policy, main_pid, &config.command, started);
+    let (machine, start) = Machine::new(settings, limits, main_pid, &config.command, None, started);
+    let heartbeats = config.heartbeat.iter().map(|p| (p.clone(), stamp(p))).collect();
     let mut driver = Driver {
         machine,
         sigfd,
+        self_pid,
         main_pid,
         command,
+        options,
         exec: Some(exec),
         tty,
-        env,
+        health,
+        health_timeout: config.health_timing.timeout,
+        check: None,
+        aborted: Vec::new(),
+        stop_cmd: None,
+        dump_cmds: None,
+        notify,
+        upstream,
+        last_members: HashSet::new(),
+        gone: VecDeque::new(),
+        heartbeats,
         inherited,
-        stop_cmd_pid: None,
         proc_ok,
         oom_before,
         prober,
@@ -170,18 +228,52 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     Ok(driver.run())
 }
 
+/// What the health check is.
+enum HealthKind {
+    Cmd(String),
+    Url(HealthUrl),
+}
+
+/// A health check under way.
+enum Check {
+    Cmd { side: SideCommand, started: Instant },
+    Http { http: HttpCheck, started: Instant },
+}
+
+/// `--dump-cmd` going through the tree, one process at a time.
+struct DumpCmds {
+    cmd: String,
+    pids: VecDeque<i32>,
+    running: Option<SideCommand>,
+    until: Instant,
+}
+
 struct Driver {
     machine: Machine,
     sigfd: OwnedFd,
+    self_pid: i32,
     main_pid: i32,
     command: spawn::Command,
+    options: spawn::Options,
     /// The exec-status pipe of the main child, until exec is known to have worked.
     exec: Option<OwnedFd>,
     tty: Option<sys::Tty>,
-    /// The environment the command and side commands get.
-    env: Vec<(OsString, OsString)>,
+    health: Option<HealthKind>,
+    health_timeout: std::time::Duration,
+    check: Option<Check>,
+    /// Health checks the machine gave up on, still being killed: reaped quietly.
+    aborted: Vec<SideCommand>,
+    stop_cmd: Option<SideCommand>,
+    dump_cmds: Option<DumpCmds>,
+    notify: Option<NotifySocket>,
+    upstream: Option<Upstream>,
+    /// The tree at the last probe, and pids of the tree that have gone since: a notify
+    /// message from a sender that has already exited is judged by these.
+    last_members: HashSet<i32>,
+    gone: VecDeque<i32>,
+    /// `--heartbeat` files and what they looked like at the last probe.
+    heartbeats: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
     inherited: Inherited,
-    stop_cmd_pid: Option<i32>,
     /// /proc is watchd's own: the tree can be walked. Without it, what watchd signals beyond
     /// the main child is its process group.
     proc_ok: bool,
@@ -193,6 +285,12 @@ struct Driver {
     /// Scratch for signals read from the signalfd.
     signals: Vec<sys::SigInfo>,
     outcome: Option<Outcome>,
+}
+
+/// A heartbeat file's size and modification time, or None when it is missing.
+fn stamp(path: &PathBuf) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 impl Driver {
@@ -231,7 +329,7 @@ impl Driver {
         }
     }
 
-    /// Sleeps in the kernel until a signal arrives, output that waited can go on, or the
+    /// Sleeps in the kernel until a signal arrives, a watched descriptor is ready, or the
     /// machine's deadline passes; true if the deadline passed.
     fn wait(&mut self) -> bool {
         use nix::poll::{PollFd, PollFlags};
@@ -243,14 +341,39 @@ impl Driver {
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
             }
         };
+        // Fixed slots, so what woke can be told apart after the poll.
+        let none = PollFlags::empty();
         let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
-        if let Some(exec) = &self.exec {
-            fds.push(PollFd::new(exec.as_fd(), PollFlags::POLLIN));
+        let exec_slot = self.exec.as_ref().map(|fd| {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let check_slot = match &self.check {
+            Some(Check::Cmd { side, .. }) => side.output_fd().map(|fd| (fd, PollFlags::POLLIN)),
+            Some(Check::Http { http, .. }) => Some((
+                http.fd(),
+                match http.interest() {
+                    Interest::Writable => PollFlags::POLLOUT,
+                    Interest::Readable => PollFlags::POLLIN,
+                },
+            )),
+            None => None,
         }
+        .map(|(fd, flags)| {
+            fds.push(PollFd::new(fd, flags));
+            fds.len() - 1
+        });
+        let notify_slot = self.notify.as_ref().map(|n| {
+            fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
         let waiting_output = self.reporter.waiting().next().is_some();
         fds.extend(self.reporter.waiting().map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
         let timed_out = sys::poll(&mut fds, timeout_ms);
-        let exec_ready = self.exec.is_some() && fds[1].any().unwrap_or(true);
+        let ready =
+            |slot: Option<usize>| slot.is_some_and(|i| fds[i].revents().is_some_and(|r| r != none));
+        let (exec_ready, check_ready, notify_ready) =
+            (ready(exec_slot), ready(check_slot), ready(notify_slot));
         drop(fds);
         if waiting_output {
             self.reporter.flush();
@@ -258,17 +381,26 @@ impl Driver {
         if exec_ready {
             self.check_exec(false);
         }
+        if check_ready {
+            self.advance_check();
+        }
+        if notify_ready {
+            self.read_notify();
+        }
         timed_out
     }
 
     /// Reads the main child's exec status. `reaped`: the child has been reaped, so the pipe
-    /// holds all it will ever hold. A failure ends the run with 126 or 127.
+    /// holds all it will ever hold. A failure ends watchd with 126 or 127.
     fn check_exec(&mut self, reaped: bool) -> bool {
         let Some(exec) = &self.exec else { return false };
         match spawn::exec_status(exec) {
             spawn::ExecStatus::Pending if !reaped => false,
             spawn::ExecStatus::Pending | spawn::ExecStatus::Done => {
                 self.exec = None;
+                if !reaped {
+                    self.dispatch(Event::Execed);
+                }
                 false
             }
             spawn::ExecStatus::Failed(errno) => {
@@ -316,8 +448,8 @@ impl Driver {
                 Wait::NoChildren => break false,
                 Wait::Child(pid, status) if libc::WIFSTOPPED(status) => {
                     if pid == self.main_pid {
-                        let sig = Signal::from_raw(libc::WSTOPSIG(status))
-                            .unwrap_or(crate::signals::SIGSTOP);
+                        let raw = libc::WSTOPSIG(status);
+                        let sig = Signal::from_raw(raw).unwrap_or(crate::signals::SIGSTOP);
                         let on_terminal = self.tty.is_some();
                         self.dispatch(Event::MainStopped { sig, on_terminal });
                     }
@@ -327,23 +459,82 @@ impl Driver {
                     if pid == self.main_pid && self.check_exec(true) {
                         continue;
                     }
-                    ends.push(if pid == self.main_pid {
-                        let oom = (end == ChildEnd::Killed(SIGKILL))
-                            .then(|| OomCounters::read().rise_since(&self.oom_before))
-                            .flatten();
-                        Reap::Main { pid, end, oom }
-                    } else if Some(pid) == self.stop_cmd_pid {
-                        self.stop_cmd_pid = None;
-                        Reap::StopCmd { pid, end }
-                    } else {
-                        Reap::Orphan { pid, end }
-                    });
+                    if let Some(reap) = self.reaped(pid, end) {
+                        ends.push(reap);
+                    }
                 }
             }
         };
         if !ends.is_empty() || !children_left {
             self.dispatch(Event::Reaped { ends, children_left });
         }
+    }
+
+    /// What a reaped child was: the main child, a side command (whose end is dealt with here),
+    /// or an orphan of the tree.
+    fn reaped(&mut self, pid: i32, end: ChildEnd) -> Option<Reap> {
+        if pid == self.main_pid {
+            let oom = (end == ChildEnd::Killed(SIGKILL))
+                .then(|| OomCounters::read().rise_since(&self.oom_before))
+                .flatten();
+            let held_terminal =
+                self.tty.as_ref().is_some_and(|t| t.foreground_group() == Some(pid));
+            self.remember_gone(pid);
+            return Some(Reap::Main { pid, end, oom, held_terminal });
+        }
+        if self.stop_cmd.as_ref().is_some_and(|s| s.pid() == pid) {
+            let side = self.stop_cmd.take()?.finish(end);
+            let end = match side.status {
+                SideStatus::Exited(code) => ChildEnd::Exited(code),
+                SideStatus::Lost(sig) => ChildEnd::Killed(sig),
+                SideStatus::TimedOut | SideStatus::Aborted => ChildEnd::Killed(SIGKILL),
+            };
+            return Some(Reap::StopCmd { pid, end });
+        }
+        if let Some(i) = self.aborted.iter().position(|s| s.pid() == pid) {
+            let _ = self.aborted.swap_remove(i).finish(end);
+            return None;
+        }
+        if matches!(&self.check, Some(Check::Cmd { side, .. }) if side.pid() == pid) {
+            if let Some(Check::Cmd { side, started }) = self.check.take() {
+                let side = side.finish(end);
+                let took = started.elapsed();
+                self.dispatch(Event::HealthDone { ok: side.ok, detail: side.detail(), took });
+            }
+            return None;
+        }
+        if let Some(dump) = &mut self.dump_cmds
+            && dump.running.as_ref().is_some_and(|s| s.pid() == pid)
+        {
+            if let Some(side) = dump.running.take() {
+                let _ = side.finish(end);
+            }
+            self.next_dump_cmd();
+            return None;
+        }
+        self.remember_gone(pid);
+        Some(Reap::Orphan { pid, end })
+    }
+
+    fn remember_gone(&mut self, pid: i32) {
+        if self.gone.len() == REMEMBERED {
+            self.gone.pop_front();
+        }
+        self.gone.push_back(pid);
+    }
+
+    /// Side commands' middles: not the tree, and left out of every walk of it.
+    fn exclude(&self) -> Vec<i32> {
+        let check = match &self.check {
+            Some(Check::Cmd { side, .. }) => Some(side.pid()),
+            _ => None,
+        };
+        let dump = self.dump_cmds.as_ref().and_then(|d| d.running.as_ref()).map(SideCommand::pid);
+        [check, dump, self.stop_cmd.as_ref().map(SideCommand::pid)]
+            .into_iter()
+            .flatten()
+            .chain(self.aborted.iter().map(SideCommand::pid))
+            .collect()
     }
 
     /// Without a /proc of its own, what watchd can still reach beyond the main child: the main
@@ -356,9 +547,145 @@ impl Driver {
         sigs.iter().copied().filter(|&s| sys::kill_group(self.main_pid, s).is_ok()).collect()
     }
 
-    /// Processes that are not the tree: the `--stop-cmd` shell.
-    fn exclude(&self) -> Vec<i32> {
-        self.stop_cmd_pid.into_iter().collect()
+    /// A health check's descriptor is ready: advance the HTTP exchange, or read the command's
+    /// output (its end comes with the middle's reaping).
+    fn advance_check(&mut self) {
+        match &mut self.check {
+            Some(Check::Cmd { side, .. }) => {
+                side.read_output();
+            }
+            Some(Check::Http { http, started }) => {
+                if let Some(outcome) = http.on_ready() {
+                    let took = started.elapsed();
+                    self.check = None;
+                    let event = Event::HealthDone { ok: outcome.ok, detail: outcome.detail, took };
+                    self.dispatch(event);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Starts the health check the machine asked for.
+    fn start_check(&mut self) -> Option<Event> {
+        let started = Instant::now();
+        let failed = |detail: String| Event::HealthDone {
+            ok: false,
+            detail,
+            took: std::time::Duration::ZERO,
+        };
+        match self.health.as_ref()? {
+            HealthKind::Cmd(cmd) => {
+                // The machine enforces --health-timeout; the middle's own timer is a backstop.
+                let backstop = Some(self.health_timeout + std::time::Duration::from_secs(1));
+                match SideCommand::start(
+                    cmd,
+                    self.main_pid,
+                    backstop,
+                    Output::Capture,
+                    &self.inherited,
+                ) {
+                    Ok(side) => {
+                        self.check = Some(Check::Cmd { side, started });
+                        None
+                    }
+                    Err(err) => Some(failed(format!("cannot start --health-cmd: {err}"))),
+                }
+            }
+            HealthKind::Url(url) => match HttpCheck::start(url) {
+                Ok(http) => {
+                    self.check = Some(Check::Http { http, started });
+                    None
+                }
+                Err(outcome) => Some(failed(outcome.detail)),
+            },
+        }
+    }
+
+    /// Runs the next `--dump-cmd`, or says they are all done.
+    fn next_dump_cmd(&mut self) {
+        let Some(dump) = &mut self.dump_cmds else { return };
+        while let Some(pid) = dump.pids.pop_front() {
+            let left = dump.until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let skipped = dump.pids.len() + 1;
+                self.reporter.warn(format!(
+                    "--dump-cmd: the --dump-wait ran out; skipped {skipped} processes"
+                ));
+                break;
+            }
+            match SideCommand::start(&dump.cmd, pid, Some(left), Output::Stderr, &self.inherited) {
+                Ok(side) => {
+                    dump.running = Some(side);
+                    return;
+                }
+                Err(err) => self.reporter.warn(format!("--dump-cmd failed: {err}")),
+            }
+        }
+        self.dump_cmds = None;
+        self.dispatch(Event::DumpCmdsDone);
+    }
+
+    /// Reads what the notify socket holds, a batch at a time.
+    fn read_notify(&mut self) {
+        let Some(socket) = &mut self.notify else { return };
+        for received in socket.recv_batch() {
+            let in_tree = self.in_tree(received.pid);
+            let (pid, message) = (received.pid, received.message);
+            self.dispatch(Event::Notify { pid, in_tree, message });
+        }
+    }
+
+    /// Whether a notify sender is of the tree: watchd itself (`systemd-notify` run as root
+    /// reports its parent's pid), a process whose parents lead to the main child or watchd
+    /// without passing a side command, or one that was of the tree and has gone.
+    fn in_tree(&self, pid: i32) -> bool {
+        if pid <= 0 {
+            return false;
+        }
+        if pid == self.self_pid
+            || pid == self.main_pid
+            || self.last_members.contains(&pid)
+            || self.gone.contains(&pid)
+        {
+            return true;
+        }
+        let side = self.exclude();
+        let mut at = pid;
+        for _ in 0..64 {
+            let Some(ppid) = std::fs::read(format!("/proc/{at}/stat"))
+                .ok()
+                .and_then(|t| crate::probe::parse_stat(&t))
+                .map(|s| s.ppid)
+            else {
+                return false;
+            };
+            if side.contains(&ppid) || side.contains(&at) {
+                return false;
+            }
+            if ppid == self.main_pid || ppid == self.self_pid {
+                return true;
+            }
+            if ppid <= 1 {
+                return false;
+            }
+            at = ppid;
+        }
+        false
+    }
+
+    /// `--heartbeat` files that changed (size or modification time, appeared, replaced)
+    /// since the last probe.
+    fn heartbeats(&mut self) -> u32 {
+        let mut changed = 0;
+        for (path, last) in &mut self.heartbeats {
+            let now = stamp(path);
+            if now.is_some() && now != *last {
+                changed += 1;
+            }
+            *last = now;
+        }
+        changed
     }
 
     /// Carries out one action; returns its result when the machine wants one.
@@ -419,23 +746,87 @@ impl Driver {
                 Some(Event::Swept { count: killed.signalled, stuck: killed.stuck })
             }
             Action::RunStopCmd { cmd } => {
-                let started = spawn::spawn_shell(&cmd, self.main_pid, &self.env, &self.inherited)
-                    .map(|pid| self.stop_cmd_pid = Some(pid))
-                    .map_err(|err| err.to_string());
+                let started =
+                    SideCommand::start(&cmd, self.main_pid, None, Output::Inherit, &self.inherited)
+                        .map(|side| self.stop_cmd = Some(side))
+                        .map_err(|err| err.to_string());
                 Some(Event::StopCmdStarted(started))
             }
             Action::KillStopCmd => {
-                if let Some(pid) = self.stop_cmd_pid {
-                    // Our own unreaped child, so the pid is still its.
-                    let _ = sys::kill(pid, SIGKILL);
+                if let Some(side) = &self.stop_cmd {
+                    // Still unreaped, so its pid is still its.
+                    side.abort();
                 }
                 None
             }
             Action::Probe { at } => {
-                let scan = self.prober.scan(&self.exclude());
+                let exclude = self.exclude();
+                let scan = self.prober.scan(&exclude);
                 let visible = scan.procs.iter().any(|p| p.pid == self.main_pid);
-                Some(Event::Sample(Sample { visible, ..self.sampler.sample(&scan, at) }))
+                self.last_members.clear();
+                self.last_members.extend(scan.procs.iter().map(|p| p.pid));
+                let heartbeats = self.heartbeats();
+                let sample = self.sampler.sample(&scan, at);
+                Some(Event::Sample(Sample { visible, heartbeats, ..sample }))
             }
+            Action::RunHealth => self.start_check(),
+            Action::AbortHealth => {
+                match self.check.take() {
+                    Some(Check::Cmd { side, .. }) => {
+                        side.abort();
+                        self.aborted.push(side);
+                    }
+                    // Dropping the check closes its socket.
+                    Some(Check::Http { .. }) | None => {}
+                }
+                None
+            }
+            Action::Dump => {
+                let exclude = self.exclude();
+                let members: Vec<crate::dump::Member> =
+                    self.prober.scan(&exclude).procs.iter().map(Into::into).collect();
+                let snap = crate::dump::snapshot(&members, |_, _| None, Instant::now() + DUMP_READ);
+                let lines = crate::dump::render_text(&snap, self.main_pid, crate::dump::TEXT_MAX);
+                let mut processes = String::new();
+                crate::dump::write_event_json(&snap, &mut processes);
+                Some(Event::Dumped { lines, processes })
+            }
+            Action::DumpSignal(sig) => {
+                let exclude = self.exclude();
+                let _ = sys::kill(self.main_pid, sig);
+                tree::signal_all(&mut self.prober, &exclude, Some(self.main_pid), sig, false);
+                self.group_fallback(&[sig]);
+                None
+            }
+            Action::DumpCmds { cmd, until } => {
+                let exclude = self.exclude();
+                let mut pids: VecDeque<i32> = self
+                    .prober
+                    .members(&exclude)
+                    .into_iter()
+                    .map(|(pid, _)| pid)
+                    .filter(|&pid| pid != self.main_pid)
+                    .collect();
+                pids.push_front(self.main_pid);
+                self.dump_cmds = Some(DumpCmds { cmd, pids, running: None, until });
+                self.next_dump_cmd();
+                None
+            }
+            Action::Upstream(message) => {
+                if let Some(upstream) = &self.upstream {
+                    // Never waits: a full or absent socket loses the message.
+                    let _ = upstream.send(&message);
+                }
+                None
+            }
+            Action::Spawn => match spawn::start(&mut self.command, &self.options) {
+                Ok(spawn::Started { pid, exec }) => {
+                    self.main_pid = pid;
+                    self.exec = Some(exec);
+                    Some(Event::Spawned { pid })
+                }
+                Err(err) => Some(Event::ExecFailed(err)),
+            },
             Action::GiveTerminal { then } => {
                 let given = self.tty.as_ref().is_some_and(|t| t.give(self.main_pid));
                 match then {
@@ -474,6 +865,9 @@ impl Driver {
                 None
             }
             Action::Exit(outcome) => {
+                for side in self.aborted.iter().chain(&self.stop_cmd) {
+                    side.abort();
+                }
                 self.outcome = Some(outcome);
                 None
             }

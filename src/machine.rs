@@ -1,20 +1,25 @@
 //! The supervisor's decisions, as one pure state machine: `Machine::on(event, now)` takes what
-//! the world reported (a signal, reaped children, a probe sample, a deadline, the result of an
-//! earlier action) and returns what to do (signal someone, probe, write a line, exit). It never
-//! reads a clock, /proc or a descriptor, so every ladder, race and verdict is a unit test with a
-//! fake clock (see the tests at the bottom); `driver` is the loop that feeds it.
+//! the world reported (a signal, reaped children, a probe sample, a deadline, a health check's
+//! end, a notify message, the result of an earlier action) and returns what to do (signal
+//! someone, probe, run a check, write a line, restart, exit). It never reads a clock, /proc or
+//! a descriptor, so every ladder, race, schedule and verdict is a unit test with a fake clock
+//! (see the tests at the bottom); `driver` is the loop that feeds it.
 //!
-//! One run of the command goes through [`State`]: `Running` until a trigger fires (`Stopping`)
-//! or the main child ends (`Cleanup` of what it left behind), `Killing` once a grace runs out,
-//! and `Exited` after [`Action::Exit`]. The main child's end travels inside the states that
-//! come after it.
+//! A run of the command goes through [`State`]: `Running` until a trigger fires (`Dumping`
+//! while the dump's signal and commands have their time, then `Stopping`) or the main child
+//! ends (`Cleanup` of what it left behind), `Killing` once a grace runs out; then `Waiting`
+//! for a restart, or `Exited` after [`Action::Exit`]. The main child's end travels inside the
+//! states that come after it; what belongs to one run (its clocks, readiness, health, why
+//! watchd stopped it) lives in [`Run`], and what adds up over runs in the machine itself.
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{ForwardTo, StopScope};
+use crate::cli::{ForwardTo, RestartMode, StopScope};
 use crate::exit::{self, ChildEnd, Ending, LastSeen, Outcome};
-use crate::policy::{Policy, Trigger};
+use crate::notify::Message;
+use crate::policy::{Limits, Policy, Trigger};
 use crate::probe::Sample;
+use crate::readiness::{HealthSchedule, HealthTiming, Readiness, ReadyBy};
 use crate::reason::Reason;
 use crate::report::{Event as Record, Level, Metrics};
 use crate::signals::{
@@ -24,8 +29,8 @@ use crate::signals::{
 use crate::spawn::SpawnError;
 use crate::units::human_duration;
 
-/// How long watchd waits for killed leftovers (not the main child) to be reaped before it gives
-/// up on them: only a process stuck in uninterruptible sleep takes this long.
+/// How long watchd waits for killed leftovers (not the main child) before it kills and looks
+/// again: only a process stuck in uninterruptible sleep takes this long to die.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// What the machine needs to know of the configuration and of the world it started in.
@@ -51,6 +56,37 @@ pub struct Settings {
     pub clk_tck: u64,
     /// /proc is watchd's own (the driver has said so when it is not).
     pub proc_ok: bool,
+    /// A health check (`--health-cmd` or `--health-url`) and its timing.
+    pub health: Option<HealthTiming>,
+    pub ready_timeout: Option<Duration>,
+    /// `--notify`: the command's READY=1 makes it ready.
+    pub notify: bool,
+    /// watchd runs under a service manager that gave it a notify socket; with its watchdog
+    /// interval when it set one.
+    pub upstream: Option<Option<Duration>>,
+    pub restart: Restart,
+    pub dump: Dump,
+}
+
+/// `--restart` and its schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restart {
+    pub mode: RestartMode,
+    pub max: Option<u32>,
+    pub delay: Duration,
+    pub delay_max: Duration,
+}
+
+/// What happens at a trigger before the stop signal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// Take the snapshot (stderr tree and `dump` event).
+    pub snapshot: bool,
+    pub signal: Option<Signal>,
+    pub cmd: Option<String>,
+    /// `--dump-wait`: the drain starts this long after the trigger when a signal or a command
+    /// is given.
+    pub wait: Duration,
 }
 
 /// What the world reported.
@@ -60,11 +96,13 @@ pub enum Event {
     Signals(Vec<Incoming>),
     /// Children reaped since the last report, in order, and whether any are left.
     Reaped { ends: Vec<Reap>, children_left: bool },
-    /// The main child was stopped (job control). `on_terminal`: stdin is watchd's controlling
+    /// The main child was stopped (job control). `on_terminal`: watchd has a controlling
     /// terminal.
     MainStopped { sig: Signal, on_terminal: bool },
     /// A deadline may have passed: the machine checks all of its own.
     Tick,
+    /// The main child's exec worked.
+    Execed,
     /// Result of [`Action::Probe`].
     Sample(Sample),
     /// Result of [`Action::Forward`]: the signals that reached someone, in order.
@@ -78,15 +116,26 @@ pub enum Event {
     Swept { count: u32, stuck: u32 },
     /// Result of [`Action::RunStopCmd`]: why it could not start, if it could not.
     StopCmdStarted(Result<(), String>),
-    /// Result of [`Action::GiveTerminal`].
-    Terminal { given: bool, then: AfterTerminal },
     /// Result of [`Action::Stop`]: why the stop signal could not reach the main child, if
     /// it could not (EPERM: the command changed its user).
     StopSent(Result<(), String>),
+    /// Result of [`Action::GiveTerminal`].
+    Terminal { given: bool, then: AfterTerminal },
     /// Result of [`Action::StopSelf`]: watchd was continued (`fg`, `bg`).
     Resumed,
     /// The main child could not exec (it has been reaped).
     ExecFailed(SpawnError),
+    /// Result of [`Action::Spawn`]: the new main child.
+    Spawned { pid: i32 },
+    /// A health check ended (passed or not; not one the machine had given up on).
+    HealthDone { ok: bool, detail: String, took: Duration },
+    /// A notify message; `in_tree`: its sender is (or was) a process of the tree, or watchd.
+    Notify { pid: i32, in_tree: bool, message: Message },
+    /// Result of [`Action::Dump`]: the lines of the stderr picture and the `dump` event's
+    /// `processes` array.
+    Dumped { lines: Vec<String>, processes: String },
+    /// Every `--dump-cmd` of the dump has ended (or its time ran out).
+    DumpCmdsDone,
 }
 
 /// A signal watchd received.
@@ -107,8 +156,9 @@ impl Incoming {
 /// One reaped child.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reap {
-    /// The main child; `oom`: what the OOM counters say, read when it died of SIGKILL.
-    Main { pid: i32, end: ChildEnd, oom: Option<String> },
+    /// The main child. `oom`: what the OOM counters say, read when it died of SIGKILL;
+    /// `held_terminal`: its group was the terminal's foreground group (a Ctrl-C went to it).
+    Main { pid: i32, end: ChildEnd, oom: Option<String>, held_terminal: bool },
     /// The `--stop-cmd` shell.
     StopCmd { pid: i32, end: ChildEnd },
     /// An adopted orphan of the tree.
@@ -136,8 +186,8 @@ pub enum Action {
     Stop { sig: Signal, scope: StopScope },
     /// `sig` and SIGCONT to what is left of the tree (→ [`Event::LeftoversStopped`]).
     StopLeftovers { sig: Signal },
-    /// `sig` to the main child (if it is alive) and to everything left in the tree, rescanning
-    /// while a fork storm adds members (→ [`Event::Killed`]).
+    /// `sig` to the main child (if it is alive) and to everything left in the tree, the tree
+    /// stopped first so nothing outruns it (→ [`Event::Killed`]).
     Kill { sig: Signal, main_alive: bool },
     /// SIGKILL to everything left in the tree.
     FinalKill,
@@ -150,6 +200,21 @@ pub enum Action {
     KillStopCmd,
     /// Scan the tree; `at` is the sample's stamp (→ [`Event::Sample`]).
     Probe { at: Duration },
+    /// Start a health check (→ [`Event::HealthDone`] when it ends).
+    RunHealth,
+    /// Kill the running health check: the machine has given up on it.
+    AbortHealth,
+    /// Read the tree for the dump (→ [`Event::Dumped`]).
+    Dump,
+    /// `--dump-signal` to every process of the tree.
+    DumpSignal(Signal),
+    /// `--dump-cmd` for each process of the tree in turn, main child first, until `until`
+    /// (→ [`Event::DumpCmdsDone`]).
+    DumpCmds { cmd: String, until: Instant },
+    /// A message to the service manager watchd runs under (`READY=1`, `WATCHDOG=1`, ...).
+    Upstream(String),
+    /// Start the command again (→ [`Event::Spawned`] or [`Event::ExecFailed`]).
+    Spawn,
     /// Give the terminal to the main child's group if watchd's group has it
     /// (→ [`Event::Terminal`]).
     GiveTerminal { then: AfterTerminal },
@@ -177,14 +242,19 @@ pub enum Action {
 enum State {
     /// The main child runs and no trigger has fired.
     Running,
-    /// A trigger fired and the stop went out; the kill follows at `kill_at`. `rest_stopped`:
-    /// the whole tree got the stop signal, so leftovers need not get it again.
+    /// A trigger fired; the dump's signal and commands have until `until` (or until the
+    /// commands end, `cmds_done`), then the stop goes out.
+    Dumping { until: Option<Instant>, cmds_done: bool },
+    /// The stop went out; the kill follows at `kill_at`. `rest_stopped`: the whole tree got
+    /// the stop signal, so leftovers need not get it again.
     Stopping { kill_at: Instant, rest_stopped: bool },
     /// The main child ended; what it left behind got the stop signal and has until `kill_at`.
     Cleanup { end: Ended, kill_at: Instant },
     /// The kill signal went out. `final_at`: SIGKILL follows (a `--kill-signal` other than
-    /// KILL); `give_up_at`: stop waiting for leftovers that will not die.
+    /// KILL); `give_up_at`: kill and look again.
     Killing { end: Option<Ended>, final_at: Option<Instant>, give_up_at: Instant },
+    /// The run is over; the next starts at `restart_at`.
+    Waiting { restart_at: Instant },
     /// [`Action::Exit`] was returned.
     Exited,
 }
@@ -206,32 +276,111 @@ struct Stopped {
 }
 
 /// When the next probe is due, and whether the window up to it proves nothing (watchd itself
-/// was stopped during it).
+/// was stopped or frozen during it).
 #[derive(Clone, Copy, Debug)]
 struct ProbeClock {
     next: Instant,
     void: bool,
 }
 
-pub struct Machine {
-    set: Settings,
-    policy: Policy,
+/// The health checks of a run.
+#[derive(Clone, Debug)]
+struct Health {
+    schedule: HealthSchedule,
+    /// The running check's deadline.
+    running: Option<Instant>,
+}
+
+/// One run of the command: what starts afresh at each (re)start.
+struct Run {
+    /// From 1.
+    number: u32,
     started: Instant,
-    state: State,
+    policy: Policy,
     probes: ProbeClock,
+    readiness: Readiness,
+    health: Option<Health>,
+    /// `EXTEND_TIMEOUT_USEC`: `--timeout` expires no sooner than this.
+    timeout_floor: Option<Instant>,
     stopped: Option<Stopped>,
     /// Signals watchd itself delivered to the main child: a death by one of them is no
     /// surprise.
     sent_to_main: SignalSet,
-    /// When watchd was first asked to stop (SIGTERM, SIGINT or SIGQUIT, e.g. `docker stop`):
-    /// the whole stop, leftovers included, fits in one grace from then.
-    stop_requested: Option<Instant>,
     /// The OOM finding that came with the main child's death.
     oom: Option<String>,
+    /// The main child died of SIGINT or SIGQUIT while its group held the terminal: the user
+    /// pressed Ctrl-C (Ctrl-\), which is a request to stop like a SIGTERM to watchd.
+    interrupted_by_user: bool,
     /// A probe could not see the main child, and watchd said so.
     blind_said: bool,
+    /// `WATCHDOG=1` pings since the last probe.
+    pings: u32,
     last: Option<Sample>,
+}
+
+impl Run {
+    fn new(number: u32, set: &Settings, limits: &Limits, now: Instant) -> Run {
+        let awaited = ReadyBy::awaited(set.health.is_some(), set.notify);
+        Run {
+            number,
+            started: now,
+            policy: Policy::new(limits.clone()),
+            probes: ProbeClock { next: now + set.interval, void: false },
+            readiness: Readiness::new(awaited, now, set.ready_timeout),
+            health: set
+                .health
+                .map(|t| Health { schedule: HealthSchedule::new(t, now), running: None }),
+            timeout_floor: None,
+            stopped: None,
+            sent_to_main: SignalSet::default(),
+            oom: None,
+            interrupted_by_user: false,
+            blind_said: false,
+            pings: 0,
+            last: None,
+        }
+    }
+}
+
+/// How a finished run ended, kept for watchd's own end after a restart delay.
+#[derive(Clone, Debug, PartialEq)]
+struct RunEnd {
+    end: ChildEnd,
+    /// watchd stopped it: the trigger's reason.
+    reason: Option<Reason>,
+    duration: Duration,
+    /// The diagnosis of a death watchd did not cause.
+    diagnosis: Option<String>,
+}
+
+pub struct Machine {
+    set: Settings,
+    /// The command, for the start event of every run.
+    argv: Vec<std::ffi::OsString>,
+    /// The command's cgroup, for the start event.
+    cgroup: Option<String>,
+    /// The limits every run starts with (`WATCHDOG_USEC` may change a run's stall window).
+    limits: Limits,
+    state: State,
+    run: Run,
+    /// The end of the last finished run, while waiting to restart.
+    last_end: Option<RunEnd>,
+    restarts: u32,
+    /// The delay of the next restart (`--restart-delay`, doubling).
+    delay: Duration,
+    /// When watchd was first asked to stop (SIGTERM, SIGINT or SIGQUIT, e.g. `docker stop`):
+    /// no restart follows, and the whole stop, leftovers included, fits in one grace.
+    stop_requested: Option<Instant>,
     stops_total: [u64; Reason::ALL.len()],
+    health_failures_total: u64,
+    /// The command's last `STATUS=`.
+    status: Option<String>,
+    /// The last `STATUS=` told upstream, so that a change is told once.
+    upstream_status: String,
+    /// When the next `WATCHDOG=1` to the service manager is due.
+    upstream_ping: Option<Instant>,
+    /// `STOPPING=1` went upstream.
+    stopping_said: bool,
 }
 
 impl Machine {
@@ -239,58 +388,90 @@ impl Machine {
     /// in the returned actions.
     pub fn new(
         set: Settings,
-        policy: Policy,
+        limits: Limits,
         main_pid: i32,
         argv: &[std::ffi::OsString],
+        cgroup: Option<String>,
         now: Instant,
     ) -> (Machine, Vec<Action>) {
-        let m = Machine {
-            probes: ProbeClock { next: now + set.interval, void: false },
+        let run = Run::new(1, &set, &limits, now);
+        let upstream_ping = set.upstream.flatten().map(|usec| now + usec / 2);
+        let mut m = Machine {
+            delay: set.restart.delay,
+            argv: argv.to_vec(),
+            cgroup: cgroup.clone(),
             set,
-            policy,
-            started: now,
+            limits,
             state: State::Running,
-            stopped: None,
-            sent_to_main: SignalSet::default(),
+            run,
+            last_end: None,
+            restarts: 0,
             stop_requested: None,
-            oom: None,
-            blind_said: false,
-            last: None,
             stops_total: [0; Reason::ALL.len()],
+            health_failures_total: 0,
+            status: None,
+            upstream_status: String::new(),
+            upstream_ping,
+            stopping_said: false,
         };
         let mut out = Vec::new();
-        if m.set.details {
-            let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
-            m.say(
-                &mut out,
-                Level::Verbose,
-                format!("started {} as pid {main_pid}", words.join(" ")),
-            );
-        }
-        out.push(Action::Emit(Record::Start { pid: main_pid, argv: argv.to_vec() }));
+        m.started(main_pid, argv, cgroup, &mut out);
         (m, out)
+    }
+
+    /// The start line and event of a run, and `STATUS=starting` upstream.
+    fn started(
+        &mut self,
+        pid: i32,
+        argv: &[std::ffi::OsString],
+        cgroup: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        if self.set.details {
+            let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+            let run = match self.run.number {
+                1 => String::new(),
+                n => format!(" (run {n})"),
+            };
+            let text = format!("started {} as pid {pid}{run}", words.join(" "));
+            self.say(out, Level::Verbose, text);
+        }
+        let run = self.run.number;
+        out.push(Action::Emit(Record::Start { pid, argv: argv.to_vec(), run, cgroup }));
+        self.tell_status(out, "starting".to_string());
     }
 
     /// The earliest instant at which [`Event::Tick`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         let alive = self.main_alive();
-        let probe = alive.then_some(self.probes.next);
-        let timeout = match (self.state, self.policy.timeout_at()) {
-            (State::Running, Some(at)) => Some(self.started + at),
-            _ => None,
-        };
+        let probe = alive.then_some(self.run.probes.next);
+        let running = matches!(self.state, State::Running);
+        let timeout = running.then(|| self.timeout_at()).flatten();
+        let ready = running.then(|| self.run.readiness.deadline()).flatten();
+        let health = self.run.health.as_ref().filter(|_| running).and_then(|h| match h.running {
+            Some(deadline) => Some(deadline),
+            None => h.schedule.next_check(),
+        });
         let ladder = match self.state {
             State::Running | State::Exited => None,
+            State::Dumping { until, .. } => until,
             State::Stopping { kill_at, .. } | State::Cleanup { kill_at, .. } => Some(kill_at),
             State::Killing { final_at: Some(t), .. } => Some(t),
             State::Killing { final_at: None, give_up_at, .. } => Some(give_up_at),
+            State::Waiting { restart_at } => Some(restart_at),
         };
-        [probe, timeout, ladder].into_iter().flatten().min()
+        let ping = self.upstream_ping.filter(|_| self.state != State::Exited);
+        [probe, timeout, ready, health, ladder, ping].into_iter().flatten().min()
     }
 
     /// Whether [`Action::Exit`] has been returned.
     pub fn exited(&self) -> bool {
         self.state == State::Exited
+    }
+
+    /// The run under way (or last run), from 1.
+    pub fn run(&self) -> u32 {
+        self.run.number
     }
 
     pub fn on(&mut self, event: Event, now: Instant) -> Vec<Action> {
@@ -305,16 +486,24 @@ impl Machine {
             }
             Event::MainStopped { sig, on_terminal } => {
                 // Not while watchd kills: its own SIGSTOP of the tree must not stop watchd.
-                let running = matches!(self.state, State::Running | State::Stopping { .. });
+                let running = matches!(
+                    self.state,
+                    State::Running | State::Dumping { .. } | State::Stopping { .. }
+                );
                 if on_terminal && !self.set.exit.pid1 && running {
                     out.push(self.touched_or_stop(sig));
                 }
             }
             Event::Tick => self.on_tick(now, &mut out),
+            Event::Execed => {
+                if self.main_alive() {
+                    self.ready(ReadyBy::Start, now, &mut out);
+                }
+            }
             Event::Sample(sample) => self.on_sample(sample, now, &mut out),
             Event::Forwarded { delivered, to } => {
                 for sig in delivered {
-                    self.sent_to_main.add(sig);
+                    self.run.sent_to_main.add(sig);
                     if self.set.details {
                         let to = to_name(to);
                         self.say(&mut out, Level::Verbose, format!("forwarded {sig} to the {to}"));
@@ -324,54 +513,28 @@ impl Machine {
             }
             Event::LeftoversStopped { sig, count } => {
                 if count > 0 {
-                    self.say(
-                        &mut out,
-                        Level::Verbose,
-                        format!("sent {sig} to {count} leftover processes"),
-                    );
+                    let text = format!("sent {sig} to {count} leftover processes");
+                    self.say(&mut out, Level::Verbose, text);
                 }
             }
-            Event::Swept { count, stuck } => {
-                if let State::Killing { end: Some(end), final_at: None, .. } = self.state {
-                    if count > stuck {
-                        // Something that can still die is alive: keep at it.
-                        self.state = State::Killing {
-                            end: Some(end),
-                            final_at: None,
-                            give_up_at: now + KILL_WAIT,
-                        };
-                    } else {
-                        if stuck > 0 {
-                            self.say(
-                                &mut out,
-                                Level::Normal,
-                                format!(
-                                    "{stuck} processes in uninterruptible sleep (D) did not die \
-                                     of SIGKILL; leaving them"
-                                ),
-                            );
-                        }
-                        self.finish(end, &mut out);
-                    }
-                }
-            }
+            Event::Swept { count, stuck } => self.on_swept(count, stuck, now, &mut out),
             Event::Killed { sig, count, .. } => {
                 out.push(Action::Emit(Record::Kill { signal: sig.to_string(), processes: count }));
-                if count > 0 && self.stopped.is_none() {
+                if count > 0 && self.run.stopped.is_none() {
                     let grace = human_duration(self.set.grace);
                     self.say(
                         &mut out,
                         Level::Normal,
-                        format!("{count} processes left by the child outlived the {grace} grace; sent {sig}"),
+                        format!(
+                            "{count} processes left by the child outlived the {grace} grace; \
+                             sent {sig}"
+                        ),
                     );
                 }
             }
             Event::StopCmdStarted(Err(err)) => {
-                self.say(
-                    &mut out,
-                    Level::Normal,
-                    format!("--stop-cmd failed: {err}; the grace still runs"),
-                );
+                let text = format!("--stop-cmd failed: {err}; the grace still runs");
+                self.say(&mut out, Level::Normal, text);
             }
             Event::StopCmdStarted(Ok(())) => {}
             Event::StopSent(sent) => self.on_stop_sent(sent, &mut out),
@@ -392,15 +555,35 @@ impl Machine {
                     SpawnError::NotExecutable(_) => Ending::NotExecutable,
                     SpawnError::Internal(_) => Ending::Failed,
                 };
+                self.tell_stopping(&mut out);
                 out.push(Action::Exit(exit::outcome(ending, &self.set.exit)));
                 self.state = State::Exited;
             }
+            Event::Spawned { pid } => self.on_spawned(pid, now, &mut out),
             Event::Resumed => {
                 // fg or bg: the window watchd spent stopped proves nothing; resume the child's
                 // whole group, as a shell resumes a job, with the terminal if the shell gave it.
-                self.probes.void = true;
+                self.run.probes.void = true;
                 out.push(Action::GiveTerminal { then: AfterTerminal::Nothing });
                 out.push(Action::ContinueGroup);
+            }
+            Event::HealthDone { ok, detail, took } => {
+                self.on_health_done(ok, detail, took, now, &mut out)
+            }
+            Event::Notify { pid, in_tree, message } => {
+                self.on_notify(pid, in_tree, message, now, &mut out)
+            }
+            Event::Dumped { lines, processes } => {
+                for line in lines {
+                    self.say(&mut out, Level::Normal, line);
+                }
+                out.push(Action::Emit(Record::Dump { processes }));
+            }
+            Event::DumpCmdsDone => {
+                if let State::Dumping { until, .. } = self.state {
+                    self.state = State::Dumping { until, cmds_done: true };
+                    self.ladder(now, &mut out);
+                }
             }
         }
         out
@@ -409,7 +592,10 @@ impl Machine {
     fn main_alive(&self) -> bool {
         matches!(
             self.state,
-            State::Running | State::Stopping { .. } | State::Killing { end: None, .. }
+            State::Running
+                | State::Dumping { .. }
+                | State::Stopping { .. }
+                | State::Killing { end: None, .. }
         )
     }
 
@@ -424,6 +610,26 @@ impl Machine {
         out.push(Action::Say(level, text));
     }
 
+    /// `STATUS=` to the service manager, when it changed.
+    fn tell_status(&mut self, out: &mut Vec<Action>, status: String) {
+        if self.set.upstream.is_some() && status != self.upstream_status {
+            out.push(Action::Upstream(format!("STATUS={status}")));
+            self.upstream_status = status;
+        }
+    }
+
+    /// `STOPPING=1` to the service manager, once: watchd itself is about to end.
+    fn tell_stopping(&mut self, out: &mut Vec<Action>) {
+        if self.set.upstream.is_some() && !std::mem::replace(&mut self.stopping_said, true) {
+            out.push(Action::Upstream("STOPPING=1".to_string()));
+        }
+    }
+
+    fn timeout_at(&self) -> Option<Instant> {
+        let at = self.run.started + self.run.policy.timeout_at()?;
+        Some(self.run.timeout_floor.map_or(at, |floor| at.max(floor)))
+    }
+
     fn on_signals(&mut self, incoming: &[Incoming], now: Instant, out: &mut Vec<Action>) {
         let mut sigs = Vec::with_capacity(incoming.len());
         for &Incoming { sig, by_process } in incoming {
@@ -434,12 +640,21 @@ impl Machine {
             }
             if [SIGTERM, SIGINT, SIGQUIT].contains(&sig) && self.stop_requested.is_none() {
                 self.stop_requested = Some(now);
+                self.tell_stopping(out);
             }
             match self.set.rewrite.iter().find(|(from, _)| *from == sig) {
                 Some((_, Some(to))) => sigs.push(*to),
                 Some((_, None)) => {}
                 None => sigs.push(sig),
             }
+        }
+        if let (State::Waiting { .. }, Some(_)) = (self.state, self.stop_requested) {
+            // Asked to stop between runs: there is no child to tell; end with the last run's
+            // status at once. Other signals are dropped then.
+            if let Some(last) = self.last_end.take() {
+                self.exit_with(last, out);
+            }
+            return;
         }
         if !self.main_alive() || sigs.is_empty() {
             return; // the main child is gone; what is left is being cleaned up
@@ -489,9 +704,11 @@ impl Machine {
             };
             out.push(Action::Emit(Record::Reap { pid, status: end.to_string() }));
             match reap {
-                Reap::Main { end, oom, .. } => {
+                Reap::Main { end, oom, held_terminal, .. } => {
                     main_end = Some(Ended { end, at: now });
-                    self.oom = oom;
+                    self.run.oom = oom;
+                    self.run.interrupted_by_user = held_terminal
+                        && matches!(end, ChildEnd::Killed(s) if s == SIGINT || s == SIGQUIT);
                 }
                 Reap::StopCmd { end, .. } => {
                     // Only while its grace runs: once the child ended or the kill went out,
@@ -512,14 +729,33 @@ impl Machine {
             (Some(ended), _) if self.main_alive() => {
                 self.on_main_end(ended, children_left, now, out)
             }
-            (_, Some(ended)) if !children_left => self.finish(ended, out),
+            (_, Some(ended)) if !children_left => self.end_run(ended, now, out),
             _ => {}
         }
     }
 
-    /// The main child ended. With nothing left of the tree (or `--no-cleanup`) that is the end;
-    /// else what it left behind gets the stop signal (unless the drain already sent it to the
-    /// whole tree) and whatever grace runs goes on.
+    /// Whether `--restart` asks for another run after one that ended so: the mode says so,
+    /// and watchd was not asked to stop (nor the user pressed Ctrl-C on the run).
+    fn wants_restart(&self, end: ChildEnd) -> bool {
+        let stopped = self.run.stopped.is_some();
+        let success =
+            !stopped && (end == ChildEnd::Exited(0) || self.set.exit.success.contains(&end));
+        let wanted = match self.set.restart.mode {
+            RestartMode::No => false,
+            RestartMode::OnFailure => !success,
+            RestartMode::Always => true,
+        };
+        wanted && self.stop_requested.is_none() && !self.run.interrupted_by_user
+    }
+
+    /// Whether another run follows one that ended so: wanted, and `--restart-max` has room.
+    fn restart_follows(&self, end: ChildEnd) -> bool {
+        self.wants_restart(end) && self.set.restart.max.is_none_or(|max| self.restarts < max)
+    }
+
+    /// The main child ended. With nothing left of the tree (or `--no-cleanup` and no restart
+    /// to follow) the run is over; else what it left behind gets the stop signal (unless the
+    /// drain already sent it to the whole tree) and whatever grace runs goes on.
     fn on_main_end(
         &mut self,
         ended: Ended,
@@ -531,12 +767,14 @@ impl Machine {
             // Its job was to stop the main child, which is over.
             out.push(Action::KillStopCmd);
         }
-        if !self.set.cleanup || !children_left {
-            return self.finish(ended, out);
+        // A restart needs the previous tree gone, --no-cleanup or not.
+        let cleanup = self.set.cleanup || self.restart_follows(ended.end);
+        if !cleanup || !children_left {
+            return self.end_run(ended, now, out);
         }
         let stop_leftovers = Action::StopLeftovers { sig: self.set.stop_signal };
         self.state = match self.state {
-            State::Running => {
+            State::Running | State::Dumping { .. } => {
                 out.push(stop_leftovers);
                 // Asked to stop (docker stop): the grace runs from that request, so the whole
                 // stop ends with watchd's kill before the engine's.
@@ -557,37 +795,204 @@ impl Machine {
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.state == State::Running
-            && let Some(trigger) =
-                self.policy.check_timeout(now.saturating_duration_since(self.started))
-        {
-            self.trigger(trigger, now, out);
+        if let Some(at) = self.upstream_ping.filter(|&at| now >= at) {
+            let half = self.set.upstream.flatten().unwrap_or(Duration::from_secs(1)) / 2;
+            // Backed by the tree's progress: no ping while it shows none within the window.
+            let window = self.run.policy.stall().or(self.set.upstream.flatten());
+            let alive = match self.state {
+                State::Waiting { .. } => true,
+                _ => window.is_none_or(|w| self.run.policy.since_progress() < w),
+            };
+            if alive && self.main_alive() || matches!(self.state, State::Waiting { .. }) {
+                out.push(Action::Upstream("WATCHDOG=1".to_string()));
+            }
+            self.upstream_ping = Some((at + half).max(now));
         }
-        if self.main_alive() && now >= self.probes.next {
+        if self.state == State::Running {
+            if self.timeout_at().is_some_and(|at| now >= at)
+                && let Some(timeout) = self.run.policy.timeout_at()
+            {
+                let detail = format!("ran for {}, the --timeout", human_duration(timeout));
+                self.trigger(Trigger { reason: Reason::Timeout, detail }, now, out);
+            } else if self.run.readiness.expired(now) {
+                let after = human_duration(now.saturating_duration_since(self.run.started));
+                let detail = format!("not ready {after} after it started, the --ready-timeout");
+                self.trigger(Trigger { reason: Reason::NotReady, detail }, now, out);
+            }
+        }
+        if self.state == State::Running {
+            self.health_tick(now, out);
+        }
+        if self.main_alive() && now >= self.run.probes.next {
             // Samples are stamped with the cadence tick they belong to, not the instant the
             // poll happened to wake: windows are then exact multiples of the interval, and a
             // stall window of N intervals fires at the Nth tick. Missed ticks are skipped.
             let interval = self.set.interval;
-            let late = now.saturating_duration_since(self.probes.next);
+            let late = now.saturating_duration_since(self.run.probes.next);
             if late > interval {
                 // watchd itself could not run for a while (docker pause, a frozen cgroup, a
                 // suspended VM, CRIU): the tree was frozen too, so the window proves nothing.
-                self.probes.void = true;
+                self.run.probes.void = true;
             }
             let behind = late.as_nanos() / interval.as_nanos();
             let tick = u32::try_from(behind)
                 .ok()
                 .and_then(|n| interval.checked_mul(n))
-                .map_or(now, |skip| self.probes.next + skip);
-            self.probes.next = tick + interval;
-            out.push(Action::Probe { at: tick.saturating_duration_since(self.started) });
+                .map_or(now, |skip| self.run.probes.next + skip);
+            self.run.probes.next = tick + interval;
+            out.push(Action::Probe { at: tick.saturating_duration_since(self.run.started) });
         }
         self.ladder(now, out);
     }
 
-    /// The deadlines of the drain ladder.
+    /// Starts a due health check, or gives up on one past its `--health-timeout`.
+    fn health_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(health) = &mut self.run.health else { return };
+        match health.running {
+            Some(deadline) if now >= deadline => {
+                health.running = None;
+                out.push(Action::AbortHealth);
+                let took = self.set.health.map_or(Duration::ZERO, |t| t.timeout);
+                let detail =
+                    format!("no answer within {}, the --health-timeout", human_duration(took));
+                self.health_result(false, detail, took, now, out);
+            }
+            Some(_) => {}
+            None => {
+                if health.schedule.next_check().is_some_and(|at| now >= at) {
+                    health.running = Some(health.schedule.check_started(now));
+                    out.push(Action::RunHealth);
+                }
+            }
+        }
+    }
+
+    fn on_health_done(
+        &mut self,
+        ok: bool,
+        detail: String,
+        took: Duration,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        // A check the machine gave up on (timed out) or one of a finished run: no news.
+        let Some(health) = &mut self.run.health else { return };
+        if health.running.take().is_none() {
+            return;
+        }
+        self.health_result(ok, detail, took, now, out);
+    }
+
+    fn health_result(
+        &mut self,
+        ok: bool,
+        detail: String,
+        took: Duration,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(health) = &mut self.run.health else { return };
+        let verdict = health.schedule.check_ended(now, ok);
+        if !ok {
+            self.health_failures_total += 1;
+        }
+        out.push(Action::Emit(Record::Health {
+            ok,
+            detail: detail.clone(),
+            duration_s: took.as_secs_f64(),
+            failures: verdict.failures,
+        }));
+        if verdict.first_pass {
+            self.ready(ReadyBy::Health, now, out);
+        }
+        if verdict.unhealthy && self.state == State::Running {
+            let n = verdict.counted;
+            let checks = if n == 1 { "health check" } else { "health checks" };
+            let detail = format!("{n} {checks} failed in a row (last: {detail})");
+            self.trigger(Trigger { reason: Reason::Unhealthy, detail }, now, out);
+        }
+    }
+
+    /// `by` says the run's child is ready: the first time it counts, say so everywhere.
+    fn ready(&mut self, by: ReadyBy, now: Instant, out: &mut Vec<Action>) {
+        let Some(ready) = self.run.readiness.on(by, now) else { return };
+        if self.set.details {
+            let how = match by {
+                ReadyBy::Health => "health check",
+                ReadyBy::Notify => "READY=1",
+                ReadyBy::Start => "started",
+            };
+            let text = format!("ready after {} ({how})", human_duration(ready.after));
+            self.say(out, Level::Verbose, text);
+        }
+        out.push(Action::Emit(Record::Ready { after_s: ready.after.as_secs_f64(), by: by.name() }));
+        if self.set.upstream.is_some() {
+            out.push(Action::Upstream("READY=1".to_string()));
+        }
+        self.tell_status(out, self.status.clone().unwrap_or_else(|| "ready".to_string()));
+    }
+
+    fn on_notify(
+        &mut self,
+        pid: i32,
+        in_tree: bool,
+        message: Message,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if !in_tree {
+            if self.set.details {
+                let text = format!("dropped a notify message from pid {pid}, not of the tree");
+                self.say(out, Level::Verbose, text);
+            }
+            return;
+        }
+        out.push(Action::Emit(Record::Notify { pid, fields: message.fields.clone() }));
+        let alive = self.main_alive();
+        if message.ready && self.set.notify && alive {
+            self.ready(ReadyBy::Notify, now, out);
+        }
+        if message.watchdog_ping {
+            self.run.pings = self.run.pings.saturating_add(1);
+        }
+        if let Some(usec) = message.watchdog_usec {
+            let window = (usec > 0).then(|| Duration::from_micros(usec));
+            self.run.policy.set_stall(window);
+        }
+        if let Some(usec) = message.extend_timeout_usec {
+            let by = Duration::from_micros(usec);
+            let floor = now.checked_add(by).unwrap_or(now);
+            self.run.timeout_floor = Some(self.run.timeout_floor.map_or(floor, |f| f.max(floor)));
+            self.run.readiness.extend(now, by);
+            if self.set.upstream.is_some() {
+                out.push(Action::Upstream(format!("EXTEND_TIMEOUT_USEC={usec}")));
+            }
+        }
+        if let Some(status) = message.status {
+            if self.set.details {
+                self.say(out, Level::Verbose, format!("status: {status}"));
+            }
+            self.status = Some(status.clone());
+            self.tell_status(out, status);
+        }
+        if message.watchdog_trigger && alive && self.state == State::Running {
+            let detail = "the command sent WATCHDOG=trigger".to_string();
+            self.trigger(Trigger { reason: Reason::Watchdog, detail }, now, out);
+        }
+    }
+
+    /// The deadlines of the drain ladder and of the restart delay.
     fn ladder(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.state {
+            State::Dumping { until, cmds_done } => {
+                // With a dump signal the runtimes get their time; dump commands alone end the
+                // wait as soon as they are done.
+                let done = cmds_done && self.set.dump.signal.is_none();
+                if done || until.is_none_or(|u| now >= u) {
+                    self.stop(now, out);
+                    self.ladder(now, out);
+                }
+            }
             State::Stopping { kill_at, .. } if now >= kill_at => self.kill(None, now, out),
             State::Cleanup { end, kill_at } if now >= kill_at => self.kill(Some(end), now, out),
             State::Killing { end, final_at: Some(t), give_up_at } if now >= t => {
@@ -600,48 +1005,81 @@ impl Machine {
                 // processes in uninterruptible sleep are given up on.
                 out.push(Action::Sweep);
             }
+            State::Waiting { restart_at } if now >= restart_at => {
+                out.push(Action::Spawn);
+            }
             _ => {}
         }
     }
 
-    fn on_sample(&mut self, sample: Sample, now: Instant, out: &mut Vec<Action>) {
+    fn on_swept(&mut self, count: u32, stuck: u32, now: Instant, out: &mut Vec<Action>) {
+        let State::Killing { end: Some(end), final_at: None, .. } = self.state else { return };
+        if count > stuck {
+            // Something that can still die is alive: keep at it.
+            let give_up_at = now + KILL_WAIT;
+            self.state = State::Killing { end: Some(end), final_at: None, give_up_at };
+            return;
+        }
+        if stuck > 0 {
+            let text = format!(
+                "{stuck} processes in uninterruptible sleep (D) did not die of SIGKILL; leaving \
+                 them"
+            );
+            self.say(out, Level::Normal, text);
+        }
+        self.end_run(end, now, out);
+    }
+
+    fn on_sample(&mut self, mut sample: Sample, now: Instant, out: &mut Vec<Action>) {
+        sample.pings = std::mem::take(&mut self.run.pings);
+        let run = &mut self.run;
         let trigger = if sample.visible {
-            let interrupted = std::mem::take(&mut self.probes.void);
-            self.policy.observe(&sample, interrupted)
+            let interrupted = std::mem::take(&mut run.probes.void);
+            run.policy.observe(&sample, interrupted)
         } else {
             // No data is no verdict: the child is alive (not reaped) but /proc does not show
             // it. The window that sees it again starts afresh.
-            self.probes.void = true;
-            if self.set.proc_ok && !std::mem::replace(&mut self.blind_said, true) {
-                self.say(
-                    out,
+            run.probes.void = true;
+            if self.set.proc_ok && !std::mem::replace(&mut run.blind_said, true) {
+                out.push(Action::Say(
                     Level::Normal,
                     "cannot see the command in /proc (hidepid, or a set-uid command): no stall, \
                      CPU or memory verdict until it can"
                         .to_string(),
-                );
+                ));
             }
             None
         };
         let cpu_seconds = sample.cpu_ticks as f64 / self.set.clk_tck.max(1) as f64;
-        let since = self.policy.since_progress().as_secs_f64();
+        let since = self.run.policy.since_progress().as_secs_f64();
+        let pressure = sample.pressure.unwrap_or_default();
         out.push(Action::Emit(Record::Sample {
-            cpu_cores: self.policy.cpu_cores(),
+            cpu_cores: self.run.policy.cpu_cores(),
             cpu_seconds,
             io_bytes: sample.io_bytes,
             rss_bytes: sample.rss_bytes,
             processes: sample.processes,
             since_progress_s: since,
+            psi_cpu: pressure.cpu,
+            psi_io: pressure.io,
+            psi_memory: pressure.memory,
+            gpu_util: sample.gpu.and_then(|g| g.util),
+            gpu_memory_bytes: sample.gpu.and_then(|g| g.memory_bytes),
         }));
-        self.last = Some(sample);
-        if let Some(trigger) = trigger
-            && self.main_alive()
-        {
+        self.run.last = Some(sample);
+        if let Some(trigger) = trigger {
+            // A second trigger during a drain is recorded, and changes nothing.
             self.trigger(trigger, now, out);
         }
         // After the trigger, so a stop shows in watchd_stops_total the moment it happens.
-        out.push(Action::Metrics(Metrics {
-            cpu_cores: self.policy.cpu_cores().unwrap_or(0.0),
+        out.push(Action::Metrics(self.metrics(&sample, cpu_seconds, since)));
+        self.ladder(now, out);
+    }
+
+    fn metrics(&self, sample: &Sample, cpu_seconds: f64, since: f64) -> Metrics {
+        let healthy = self.run.health.as_ref().and_then(|h| h.schedule.last_ok());
+        Metrics {
+            cpu_cores: self.run.policy.cpu_cores().unwrap_or(0.0),
             cpu_seconds_total: cpu_seconds,
             io_bytes_total: sample.io_bytes,
             rss_bytes: sample.rss_bytes,
@@ -649,26 +1087,55 @@ impl Machine {
             seconds_since_progress: since,
             stops_total: self.stops_total,
             output_dropped: 0,
-        }));
-        self.ladder(now, out);
+            ready: self.run.readiness.is_ready(),
+            healthy,
+            health_failures_total: self.health_failures_total,
+            restarts_total: u64::from(self.restarts),
+            pressure: sample.pressure.map(|p| [p.cpu, p.io, p.memory]),
+            gpu_utilization: sample.gpu.and_then(|g| g.util).map(|u| u / 100.0),
+            gpu_memory_bytes: sample.gpu.and_then(|g| g.memory_bytes),
+        }
     }
 
-    /// A limit fired: say why, then send the stop signal (or run --stop-cmd) and start the
-    /// grace. A second trigger during a drain is recorded but changes nothing.
+    /// A limit fired: say why, take the dump, then (at once, or once the dump has had its
+    /// time) the stop. A second trigger during a drain is recorded but changes nothing.
     fn trigger(&mut self, trigger: Trigger, now: Instant, out: &mut Vec<Action>) {
         let Trigger { reason, detail } = trigger;
-        let record = Record::Trigger { reason: reason.as_str(), detail: detail.clone() };
+        out.push(Action::Emit(Record::Trigger { reason: reason.as_str(), detail: detail.clone() }));
         if self.state != State::Running {
-            out.push(Action::Emit(record));
             return;
         }
         self.stops_total[reason.index()] += 1;
+        self.tell_status(out, format!("draining: {reason}"));
+        let how = match &self.set.stop_cmd {
+            Some(_) => "--stop-cmd".to_string(),
+            None => self.set.stop_signal.to_string(),
+        };
+        self.run.stopped = Some(Stopped { reason, detail, at: now, how });
+        let dump = self.set.dump.clone();
+        if dump.snapshot {
+            out.push(Action::Dump);
+        }
+        if dump.signal.is_none() && dump.cmd.is_none() {
+            return self.stop(now, out);
+        }
+        let until = now.checked_add(dump.wait);
+        if let Some(sig) = dump.signal {
+            out.push(Action::DumpSignal(sig));
+            self.run.sent_to_main.add(sig);
+        }
+        if let Some(cmd) = dump.cmd {
+            out.push(Action::DumpCmds { cmd, until: until.unwrap_or(now) });
+        }
+        self.state = State::Dumping { until, cmds_done: false };
+    }
+
+    /// The drain proper: the stop signal (or --stop-cmd), and the grace.
+    fn stop(&mut self, now: Instant, out: &mut Vec<Action>) {
         let (grace, sig) = (self.set.grace, self.set.stop_signal);
         let grace_s = grace.as_secs_f64();
-        out.push(Action::Emit(record));
         let rest_stopped = match self.set.stop_cmd.clone() {
             Some(cmd) => {
-                self.stopped = Some(Stopped { reason, detail, at: now, how: "--stop-cmd".into() });
                 self.say_drain(out, "running --stop-cmd".to_string());
                 let stop = Record::Stop { signal: None, cmd: Some(cmd.clone()), grace_s };
                 out.push(Action::Emit(stop));
@@ -676,12 +1143,11 @@ impl Machine {
                 false
             }
             None => {
-                self.stopped = Some(Stopped { reason, detail, at: now, how: sig.to_string() });
                 // Act first; the line follows with the result (Event::StopSent). The main child
                 // gets the signal directly, exactly once (many programs take a second SIGTERM
                 // or SIGINT as "quit now"); then the rest of the tree, if the scope says so.
                 out.push(Action::Stop { sig, scope: self.set.stop_scope });
-                self.sent_to_main.add(sig);
+                self.run.sent_to_main.add(sig);
                 self.set.stop_scope == StopScope::Tree
             }
         };
@@ -690,7 +1156,7 @@ impl Machine {
 
     /// `stall: no CPU or I/O progress for 30s (3 processes); sending SIGTERM, SIGKILL in 10s`
     fn say_drain(&self, out: &mut Vec<Action>, action: String) {
-        let Some(stopped) = &self.stopped else { return };
+        let Some(stopped) = &self.run.stopped else { return };
         let (kill, grace) = (self.set.kill_signal, human_duration(self.set.grace));
         let text = format!("{}: {}; {action}, {kill} in {grace}", stopped.reason, stopped.detail);
         out.push(Action::Say(Level::Normal, text));
@@ -703,7 +1169,7 @@ impl Machine {
             Err(err) => format!("cannot send {sig} ({err})"),
         };
         self.say_drain(out, action);
-        if let (Err(_), Some(stopped)) = (&sent, &mut self.stopped) {
+        if let (Err(_), Some(stopped)) = (&sent, &mut self.run.stopped) {
             stopped.how = format!("{sig} could not be sent");
         }
         let signal = sent.is_ok().then(|| sig.to_string());
@@ -717,21 +1183,68 @@ impl Machine {
         let main_alive = end.is_none();
         out.push(Action::Kill { sig, main_alive });
         if main_alive {
-            self.sent_to_main.add(sig);
+            self.run.sent_to_main.add(sig);
         }
         let final_at = (sig != SIGKILL).then(|| now + self.set.grace);
         self.state = State::Killing { end, final_at, give_up_at: now + KILL_WAIT };
     }
 
-    /// The last word: the terminal back, the exit line and event, and the status.
-    fn finish(&mut self, ended: Ended, out: &mut Vec<Action>) {
+    /// The run is over (its tree is gone, or may stay): say how it ended, then restart or end.
+    fn end_run(&mut self, ended: Ended, now: Instant, out: &mut Vec<Action>) {
         let Ended { end, at } = ended;
+        let duration = at.saturating_duration_since(self.run.started);
+        let (how, diagnosis) = self.say_run_end(end, at, out);
+        if self.set.details {
+            let text = format!("child {end} after {}", human_duration(duration));
+            self.say(out, Level::Verbose, text);
+        }
+        let reason = self.run.stopped.as_ref().map(|s| s.reason);
+        let last = RunEnd { end, reason, duration, diagnosis };
+        if !self.restart_follows(end) {
+            if self.wants_restart(end) {
+                let text = format!("giving up after {} restarts: {how}", self.restarts);
+                self.say(out, Level::Normal, text);
+            }
+            return self.exit_with(last, out);
+        }
+        // Back to the base delay after a run that stayed up longer than the longest delay.
+        if duration > self.set.restart.delay_max {
+            self.delay = self.set.restart.delay;
+        }
+        let delay = self.delay;
+        self.delay = self.delay.saturating_mul(2).min(self.set.restart.delay_max);
+        self.restarts += 1;
+        let n = self.restarts;
+        let of = self.set.restart.max.map_or(String::new(), |max| format!(" of {max}"));
+        let text = format!("restarting in {} (restart {n}{of}): {how}", human_duration(delay));
+        self.say(out, Level::Normal, text);
+        let (code, signal) = code_and_signal(end);
+        let after = match (reason, end) {
+            (Some(reason), _) => reason.as_str(),
+            (None, ChildEnd::Killed(_)) => "signal",
+            (None, ChildEnd::Exited(_)) => "exit",
+        };
+        let delay_s = delay.as_secs_f64();
+        out.push(Action::Emit(Record::Restart { restart: n, delay_s, after, code, signal }));
+        self.tell_status(out, format!("restarting in {}", human_duration(delay)));
+        self.last_end = Some(last);
+        self.state = State::Waiting { restart_at: now.checked_add(delay).unwrap_or(now) };
+        self.ladder(now, out);
+    }
+
+    /// The stderr lines of a run's end: how a stopped run ended, or the diagnosis of a death
+    /// watchd did not cause. Returns the phrase restart lines use ("child exited with status
+    /// 1", "stall (child killed by SIGTERM)"), and the diagnosis.
+    fn say_run_end(
+        &mut self,
+        end: ChildEnd,
+        at: Instant,
+        out: &mut Vec<Action>,
+    ) -> (String, Option<String>) {
         // Whoever handed it to the child (at start or on `fg`): give the terminal back to the
         // group that had it, so a non-interactive parent (a script) is not left behind.
         out.push(Action::ReturnTerminal);
-        let duration = at.saturating_duration_since(self.started);
-        let mut diagnosis = None;
-        if let Some(stopped) = &self.stopped {
+        if let Some(stopped) = &self.run.stopped {
             let how = match end {
                 ChildEnd::Killed(sig) if sig == self.set.kill_signal || sig == SIGKILL => format!(
                     "child killed by {sig} at the end of the {} grace",
@@ -742,46 +1255,66 @@ impl Machine {
                     format!("child {end} {after} after {}", stopped.how)
                 }
             };
-            self.say(out, Level::Normal, format!("{}: {how}", stopped.reason));
-        } else if let ChildEnd::Killed(sig) = end {
-            // A shell is silent when a job dies of SIGINT (Ctrl-C) or SIGPIPE (`| head`), and
-            // so is watchd; any other surprise death is explained.
-            if !self.sent_to_main.contains(sig) && sig != SIGINT && sig != SIGPIPE {
-                let oom = if sig == SIGKILL { self.oom.as_deref() } else { None };
-                let last = self.last.as_ref().map(|s| LastSeen {
-                    rss_bytes: s.rss_bytes,
-                    cpu_cores: self.policy.cpu_cores(),
-                    processes: s.processes,
-                    since_progress: self.policy.since_progress(),
-                });
-                let text = exit::diagnose(sig, oom, last.as_ref());
-                self.say(out, Level::Normal, text.clone());
-                diagnosis = Some(text);
-            }
+            let reason = stopped.reason;
+            self.say(out, Level::Normal, format!("{reason}: {how}"));
+            return (format!("{reason} (child {end})"), None);
         }
-        if self.set.details {
-            self.say(
-                out,
-                Level::Verbose,
-                format!("child {end} after {}", human_duration(duration)),
-            );
+        let ChildEnd::Killed(sig) = end else { return (format!("child {end}"), None) };
+        // A shell is silent when a job dies of SIGINT (Ctrl-C) or SIGPIPE (`| head`), and so
+        // is watchd; any other surprise death is explained.
+        if self.run.sent_to_main.contains(sig) || sig == SIGINT || sig == SIGPIPE {
+            return (format!("child {end}"), None);
         }
-        let (code, signal) = match end {
-            ChildEnd::Exited(code) => (Some(i32::from(code)), None),
-            ChildEnd::Killed(sig) => (None, Some(sig.to_string())),
-        };
+        let oom = if sig == SIGKILL { self.run.oom.as_deref() } else { None };
+        let last = self.run.last.as_ref().map(|s| LastSeen {
+            rss_bytes: s.rss_bytes,
+            cpu_cores: self.run.policy.cpu_cores(),
+            processes: s.processes,
+            since_progress: self.run.policy.since_progress(),
+        });
+        let mut text = exit::diagnose(sig, oom, last.as_ref());
+        if let Some(status) = &self.status {
+            text.push_str(&format!("; its last STATUS: {status}"));
+        }
+        self.say(out, Level::Normal, text.clone());
+        (format!("child {end}"), Some(text))
+    }
+
+    /// The last word: the exit event and the status, after the last run.
+    fn exit_with(&mut self, last: RunEnd, out: &mut Vec<Action>) {
+        let (code, signal) = code_and_signal(last.end);
         out.push(Action::Emit(Record::Exit {
             code,
             signal,
-            reason: self.stopped.as_ref().map(|s| s.reason.as_str()),
-            duration_s: duration.as_secs_f64(),
-            diagnosis,
-            restarts: 0,
+            reason: last.reason.map(Reason::as_str),
+            duration_s: last.duration.as_secs_f64(),
+            diagnosis: last.diagnosis,
+            restarts: self.restarts,
             dropped: 0,
         }));
-        let ending = Ending::Child { end, stopped: self.stopped.is_some() };
+        self.tell_stopping(out);
+        let ending = Ending::Child { end: last.end, stopped: last.reason.is_some() };
         out.push(Action::Exit(exit::outcome(ending, &self.set.exit)));
         self.state = State::Exited;
+    }
+
+    /// A restarted run's child exists.
+    fn on_spawned(&mut self, pid: i32, now: Instant, out: &mut Vec<Action>) {
+        if !matches!(self.state, State::Waiting { .. }) {
+            return;
+        }
+        self.run = Run::new(self.run.number + 1, &self.set, &self.limits, now);
+        self.state = State::Running;
+        let (argv, cgroup) = (self.argv.clone(), self.cgroup.clone());
+        self.started(pid, &argv, cgroup, out);
+    }
+}
+
+/// The exit event's `code` and `signal` for an end.
+fn code_and_signal(end: ChildEnd) -> (Option<i32>, Option<String>) {
+    match end {
+        ChildEnd::Exited(code) => (Some(i32::from(code)), None),
+        ChildEnd::Killed(sig) => (None, Some(sig.to_string())),
     }
 }
 
@@ -792,7 +1325,6 @@ fn to_name(to: ForwardTo) -> &'static str {
         ForwardTo::Tree => "tree",
     }
 }
-
 #[cfg(test)]
 mod tests {
     //! The machine driven by a fake clock and a recording fake of the system (watchexec's
@@ -826,6 +1358,17 @@ mod tests {
             ignored: SignalSet::default(),
             clk_tck: HZ,
             proc_ok: true,
+            health: None,
+            ready_timeout: None,
+            notify: false,
+            upstream: None,
+            restart: Restart {
+                mode: RestartMode::No,
+                max: None,
+                delay: secs(1.0),
+                delay_max: secs(300.0),
+            },
+            dump: Dump::default(),
         }
     }
 
@@ -836,6 +1379,8 @@ mod tests {
         delivered: bool,
         /// Processes in uninterruptible sleep among the tree that a kill reaches.
         stuck: u32,
+        /// The pid the next restarted child gets.
+        next_pid: i32,
         terminal: bool,
         stop_cmd: Result<(), String>,
         /// What sending the stop signal to the main child gives.
@@ -856,12 +1401,13 @@ mod tests {
     impl Sim {
         fn new(set: Settings, limits: Limits) -> Sim {
             let t0 = Instant::now();
-            let (m, start) =
-                Machine::new(set, Policy::new(limits), 100, &["sleep".into(), "9".into()], t0);
+            let argv = ["sleep".into(), "9".into()];
+            let (m, start) = Machine::new(set, limits, 100, &argv, None, t0);
             let world = World {
                 tree: 0,
                 delivered: true,
                 stuck: 0,
+                next_pid: 100,
                 terminal: true,
                 stop_cmd: Ok(()),
                 stop_sent: Ok(()),
@@ -874,6 +1420,10 @@ mod tests {
                     rss_bytes: 1 << 20,
                     all_stopped: false,
                     visible: true,
+                    pings: 0,
+                    heartbeats: 0,
+                    gpu: None,
+                    pressure: None,
                 },
             };
             let mut sim = Sim { m, t0, now: t0, world, log: Vec::new() };
@@ -927,6 +1477,14 @@ mod tests {
                         Some(Event::Terminal { given: self.world.terminal, then: *then })
                     }
                     Action::StopSelf(_) => Some(Event::Resumed),
+                    Action::Dump => Some(Event::Dumped {
+                        lines: vec!["100 S sleep 9".into()],
+                        processes: "[]".into(),
+                    }),
+                    Action::Spawn => {
+                        self.world.next_pid += 1;
+                        Some(Event::Spawned { pid: self.world.next_pid })
+                    }
                     _ => None,
                 };
                 self.log.push(action);
@@ -937,7 +1495,7 @@ mod tests {
         }
 
         fn reap(&mut self, end: ChildEnd, children_left: bool) -> &mut Sim {
-            let ends = vec![Reap::Main { pid: 100, end, oom: None }];
+            let ends = vec![Reap::Main { pid: 100, end, oom: None, held_terminal: false }];
             self.send(Event::Reaped { ends, children_left })
         }
 
@@ -1595,6 +2153,7 @@ mod tests {
             pid: 100,
             end: ChildEnd::Killed(SIGKILL),
             oom: Some("the kernel's OOM killer: oom_kill of its memory cgroup rose by 1".into()),
+            held_terminal: false,
         }];
         sim.send(Event::Reaped { ends, children_left: false });
         assert!(sim.has_line(
@@ -1627,7 +2186,7 @@ mod tests {
         sim.now = sim.t0 + secs(2.0);
         let ends = vec![
             Reap::Orphan { pid: 5, end: ChildEnd::Exited(0) },
-            Reap::Main { pid: 100, end: ChildEnd::Exited(1), oom: None },
+            Reap::Main { pid: 100, end: ChildEnd::Exited(1), oom: None, held_terminal: false },
         ];
         sim.send(Event::Reaped { ends, children_left: false });
         assert_eq!(sim.events(), ["start", "reap", "reap", "exit"]);

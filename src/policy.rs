@@ -32,8 +32,15 @@ pub struct Trigger {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub stall: Option<Duration>,
+    /// CPU growth, and new processes (starting one is CPU work).
     pub evidence_cpu: bool,
     pub evidence_io: bool,
+    /// `WATCHDOG=1` on the notify socket (only when there is one).
+    pub evidence_notify: bool,
+    /// A GPU working for the tree (only where NVML answers).
+    pub evidence_gpu: bool,
+    /// `--heartbeat` files were given: a change of one is always evidence.
+    pub heartbeats: bool,
     /// Cores; CPU growth below this rate over a window is not evidence.
     pub min_cpu: Option<f64>,
     pub timeout: Option<Duration>,
@@ -56,6 +63,9 @@ impl Limits {
             stall: None,
             evidence_cpu: true,
             evidence_io: true,
+            evidence_notify: false,
+            evidence_gpu: false,
+            heartbeats: false,
             min_cpu: None,
             timeout: None,
             cpu_limit: None,
@@ -104,6 +114,8 @@ pub struct Policy {
     soft_low: f64,
     /// Bit set of reasons already returned by `observe`.
     fired: u16,
+    /// A sample has carried GPU figures: GPU work is among the evidence named.
+    gpu_seen: bool,
 }
 
 impl Policy {
@@ -117,6 +129,7 @@ impl Policy {
             soft_run: 0,
             soft_low: 0.0,
             fired: 0,
+            gpu_seen: false,
         }
     }
 
@@ -231,7 +244,13 @@ impl Policy {
                 _ => true,
             };
         let io_evidence = self.limits.evidence_io && s.io_bytes > prev.io_bytes;
-        if cpu_evidence || io_evidence || new_procs > 0 {
+        let new_procs = self.limits.evidence_cpu && new_procs > 0;
+        let notify = self.limits.evidence_notify && s.pings > 0;
+        let gpu = self.limits.evidence_gpu && s.gpu.is_some_and(|g| g.busy);
+        if s.gpu.is_some() {
+            self.gpu_seen = true;
+        }
+        if cpu_evidence || io_evidence || new_procs || notify || gpu || s.heartbeats > 0 {
             self.stall_clock = Duration::ZERO;
         } else if !interrupted && !prev.all_stopped && !s.all_stopped {
             self.stall_clock = self.stall_clock.saturating_add(dt);
@@ -259,18 +278,39 @@ impl Policy {
         Trigger { reason, detail }
     }
 
+    /// "no CPU or I/O progress": the kinds of evidence that could have counted.
     fn no_progress_phrase(&self) -> String {
-        let cpu = match self.limits.min_cpu {
+        let l = &self.limits;
+        let cpu = match l.min_cpu {
             Some(min) => format!("CPU (>= {})", cores_amount(min)),
             None => "CPU".to_owned(),
         };
-        match (self.limits.evidence_cpu, self.limits.evidence_io) {
-            (true, true) => format!("no {cpu} or I/O progress"),
-            (true, false) => format!("no {cpu} progress"),
-            (false, true) => "no I/O progress".to_owned(),
-            // Only new processes count as evidence then.
-            (false, false) => "no new processes".to_owned(),
+        let kinds: Vec<String> = [
+            (l.evidence_cpu, cpu),
+            (l.evidence_io, "I/O".to_owned()),
+            (l.evidence_gpu && self.gpu_seen, "GPU".to_owned()),
+            (l.evidence_notify, "WATCHDOG=1".to_owned()),
+            (l.heartbeats, "heartbeat".to_owned()),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect();
+        match kinds.as_slice() {
+            [] => "no progress".to_owned(),
+            [one] => format!("no {one} progress"),
+            [rest @ .., last] => format!("no {} or {last} progress", rest.join(", ")),
         }
+    }
+
+    /// `WATCHDOG_USEC=N` from the command: the stall window becomes N (None turns it off).
+    pub fn set_stall(&mut self, stall: Option<Duration>) {
+        self.limits.stall = stall.filter(|d| !d.is_zero());
+        self.fired &= !(1 << Reason::Stall.index());
+    }
+
+    /// The stall window in force.
+    pub fn stall(&self) -> Option<Duration> {
+        self.limits.stall
     }
 }
 
@@ -307,6 +347,7 @@ fn processes(n: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::GpuFigures;
 
     const HZ: u64 = 100;
     const GIB: u64 = 1 << 30;
@@ -326,6 +367,10 @@ mod tests {
             rss_bytes: 0,
             all_stopped: false,
             visible: true,
+            pings: 0,
+            heartbeats: 0,
+            gpu: None,
+            pressure: None,
         }
     }
 
@@ -404,12 +449,46 @@ mod tests {
     }
 
     #[test]
-    fn new_process_is_always_evidence() {
-        let none = Limits { evidence_cpu: false, evidence_io: false, ..stall_limits(30.0) };
+    fn a_new_process_is_evidence_with_cpu() {
         let forking = |i: u64| Sample { new_procs: 1, ..at(i as f64 * 10.0, 0, 0) };
-        assert!(!stalls(none.clone(), forking));
+        let cpu_only = Limits { evidence_io: false, ..stall_limits(30.0) };
+        assert!(!stalls(cpu_only.clone(), forking));
         // Control: the same tree without new processes does stall.
-        assert!(stalls(none, |i| at(i as f64 * 10.0, 0, 0)));
+        assert!(stalls(cpu_only, |i| at(i as f64 * 10.0, 0, 0)));
+        // Without cpu, starting processes is no evidence (SPEC: counted with cpu).
+        let io_only = Limits { evidence_cpu: false, ..stall_limits(30.0) };
+        assert!(stalls(io_only, forking));
+    }
+
+    #[test]
+    fn pings_gpu_work_and_heartbeats_are_evidence_when_they_count() {
+        let pinging = |i: u64| Sample { pings: 1, ..at(i as f64 * 10.0, 0, 0) };
+        let notify = Limits { evidence_notify: true, ..stall_limits(30.0) };
+        assert!(!stalls(notify.clone(), pinging));
+        assert!(stalls(stall_limits(30.0), pinging), "pings count only with notify evidence");
+        let gpu = |busy| GpuFigures { busy, util: Some(50.0), memory_bytes: None };
+        let busy = |i: u64| Sample { gpu: Some(gpu(true)), ..at(i as f64 * 10.0, 0, 0) };
+        let idle = |i: u64| Sample { gpu: Some(gpu(false)), ..at(i as f64 * 10.0, 0, 0) };
+        let with_gpu = Limits { evidence_gpu: true, ..stall_limits(30.0) };
+        assert!(!stalls(with_gpu.clone(), busy));
+        assert!(stalls(with_gpu, idle));
+        assert!(stalls(stall_limits(30.0), busy), "GPU counts only with gpu evidence");
+        let beating = |i: u64| Sample { heartbeats: 1, ..at(i as f64 * 10.0, 0, 0) };
+        let none = Limits { evidence_cpu: false, evidence_io: false, ..stall_limits(30.0) };
+        assert!(!stalls(none, beating), "a heartbeat always counts");
+    }
+
+    #[test]
+    fn watchdog_usec_changes_the_window_and_zero_turns_it_off() {
+        let mut p = Policy::new(stall_limits(30.0));
+        p.set_stall(Some(secs(10.0)));
+        let got = reasons(&mut p, (0..3).map(|i| at(i as f64 * 5.0, 0, 0)));
+        assert_eq!(got, [None, None, Some(Reason::Stall)]);
+        let mut p = Policy::new(stall_limits(30.0));
+        p.set_stall(Some(Duration::ZERO));
+        assert_eq!(p.stall(), None);
+        let got = reasons(&mut p, (0..10).map(|i| at(i as f64 * 5.0, 0, 0)));
+        assert!(got.iter().all(Option::is_none));
     }
 
     #[test]
@@ -805,7 +884,12 @@ mod tests {
         let io_only = Limits { evidence_cpu: false, ..base.clone() };
         assert_eq!(stall_detail(io_only, 2), "no I/O progress for 30s (2 processes)");
         let neither = Limits { evidence_cpu: false, evidence_io: false, ..base.clone() };
-        assert_eq!(stall_detail(neither, 2), "no new processes for 30s (2 processes)");
+        assert_eq!(stall_detail(neither, 2), "no progress for 30s (2 processes)");
+        let notify = Limits { evidence_notify: true, ..base.clone() };
+        assert_eq!(
+            stall_detail(notify, 2),
+            "no CPU, I/O or WATCHDOG=1 progress for 30s (2 processes)"
+        );
         let min_cpu = Limits { min_cpu: Some(0.5), ..base };
         assert_eq!(
             stall_detail(min_cpu, 3),

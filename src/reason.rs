@@ -11,12 +11,23 @@ pub enum Reason {
     CpuSoft,
     CpuHard,
     Rss,
+    Unhealthy,
+    NotReady,
+    Watchdog,
 }
 
 impl Reason {
     /// Every reason, in the contract's order: one metric series each.
-    pub const ALL: [Reason; 5] =
-        [Reason::Stall, Reason::Timeout, Reason::CpuSoft, Reason::CpuHard, Reason::Rss];
+    pub const ALL: [Reason; 8] = [
+        Reason::Stall,
+        Reason::Timeout,
+        Reason::CpuSoft,
+        Reason::CpuHard,
+        Reason::Rss,
+        Reason::Unhealthy,
+        Reason::NotReady,
+        Reason::Watchdog,
+    ];
 
     /// The fixed name used on stderr, in `trigger` events and in metric labels.
     pub fn as_str(self) -> &'static str {
@@ -26,6 +37,9 @@ impl Reason {
             Reason::CpuSoft => "cpu-soft",
             Reason::CpuHard => "cpu-hard",
             Reason::Rss => "rss",
+            Reason::Unhealthy => "unhealthy",
+            Reason::NotReady => "not-ready",
+            Reason::Watchdog => "watchdog",
         }
     }
 
@@ -48,7 +62,19 @@ mod tests {
     #[test]
     fn names_are_fixed_and_indices_follow_all() {
         let names: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(names, ["stall", "timeout", "cpu-soft", "cpu-hard", "rss"]);
+        assert_eq!(
+            names,
+            [
+                "stall",
+                "timeout",
+                "cpu-soft",
+                "cpu-hard",
+                "rss",
+                "unhealthy",
+                "not-ready",
+                "watchdog"
+            ]
+        );
         assert_eq!(Reason::CpuHard.to_string(), "cpu-hard");
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);

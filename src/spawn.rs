@@ -11,11 +11,12 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::errno::Errno;
 
+use crate::notify::Envp;
 use crate::signals::{SIGCHLD, Signal};
 use crate::sys::{self, SigSet};
 
@@ -72,13 +73,19 @@ pub struct Command {
     /// is filled with the candidate in the child.
     sh_argv_ptrs: Vec<*const libc::c_char>,
     sh: CString,
-    _env: Vec<CString>,
-    env_ptrs: Vec<*const libc::c_char>,
+    /// The environment, with a slot for `WATCHDOG_PID` (the child's own pid) when asked.
+    envp: Envp,
 }
 
 impl Command {
-    /// `argv` with the environment `env`; PATH comes from `env` too, as for execvp.
-    pub fn new(argv: &[OsString], env: &[(OsString, OsString)]) -> Result<Command, SpawnError> {
+    /// `argv` with the environment `env`; PATH comes from `env` too, as for execvp. With
+    /// `watchdog_pid`, the child also gets `WATCHDOG_PID=<its own pid>`, set between fork and
+    /// exec.
+    pub fn new(
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+        watchdog_pid: bool,
+    ) -> Result<Command, SpawnError> {
         let args = argv
             .iter()
             .map(|arg| cstring(arg.as_bytes(), "an argument"))
@@ -104,15 +111,7 @@ impl Command {
                 })
                 .collect()
         };
-        let env: Vec<CString> = env
-            .iter()
-            .filter_map(|(key, value)| {
-                let mut entry = key.clone().into_vec();
-                entry.push(b'=');
-                entry.extend_from_slice(value.as_bytes());
-                CString::new(entry).ok()
-            })
-            .collect();
+        let envp = Envp::new(env.to_vec(), watchdog_pid);
         let nul_terminated = |v: &[CString]| {
             v.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>()
         };
@@ -128,8 +127,7 @@ impl Command {
             candidates,
             sh_argv_ptrs,
             sh,
-            env_ptrs: nul_terminated(&env),
-            _env: env,
+            envp,
         })
     }
 
@@ -261,7 +259,7 @@ fn exec_child(cmd: &mut Command, opts: &Options, parent: i32, report: libc::c_in
         }
         opts.inherited.mask.set_mask();
 
-        let envp = cmd.env_ptrs.as_ptr();
+        let envp = cmd.envp.finish(libc::getpid());
         let mut errno = libc::ENOENT;
         let mut denied = false;
         for &path in cmd.candidate_ptrs.iter().take_while(|p| !p.is_null()) {
@@ -292,50 +290,6 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// Runs `sh -c CMD` with `WATCHD_PID` set, for --stop-cmd. It gets watchd's own inherited
-/// signal state, no terminal, and stays in watchd's process group.
-pub fn spawn_shell(
-    cmd: &str,
-    main_pid: i32,
-    env: &[(OsString, OsString)],
-    inherited: &Inherited,
-) -> Result<i32, SpawnError> {
-    let mut env: Vec<CString> = env
-        .iter()
-        .filter(|(key, _)| key != "WATCHD_PID")
-        .filter_map(|(key, value)| {
-            let mut entry = key.clone().into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            CString::new(entry).ok()
-        })
-        .collect();
-    env.push(cstring(format!("WATCHD_PID={main_pid}").as_bytes(), "WATCHD_PID")?);
-    let mut env_ptrs: Vec<_> = env.iter().map(|e| e.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
-    let script = cstring(cmd.as_bytes(), "--stop-cmd")?;
-    let argv_ptrs = [c"sh".as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
-    // SAFETY: as in `start`: single-threaded, and the child makes only async-signal-safe calls
-    // on memory prepared above.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: async-signal-safe calls only, on prepared memory.
-        unsafe {
-            if inherited.sigchld_ignored {
-                sys::set_ignored(SIGCHLD);
-            }
-            inherited.mask.set_mask();
-            libc::execve(c"/bin/sh".as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
-            libc::_exit(127);
-        }
-    }
-    if pid < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(SpawnError::Internal(format!("cannot fork for --stop-cmd: {err}")));
-    }
-    Ok(pid)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,7 +298,7 @@ mod tests {
     fn command(argv: &[&str]) -> Command {
         let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
         let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-        Command::new(&argv, &env).unwrap()
+        Command::new(&argv, &env, false).unwrap()
     }
 
     #[test]

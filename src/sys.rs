@@ -285,6 +285,11 @@ impl Tty {
             && nix::unistd::tcsetpgrp(&self.0, nix::unistd::Pid::from_raw(pgid)).is_ok()
     }
 
+    /// The terminal's foreground process group now.
+    pub fn foreground_group(&self) -> Option<i32> {
+        nix::unistd::tcgetpgrp(&self.0).ok().map(nix::unistd::Pid::as_raw)
+    }
+
     /// If the foreground group is `pgid`, gives the terminal back to watchd's own group.
     pub fn take_back(&self, pgid: i32) {
         if nix::unistd::tcgetpgrp(&self.0).ok() == Some(nix::unistd::Pid::from_raw(pgid)) {

@@ -124,7 +124,7 @@ fn events_of_a_whole_drain() {
     r.assert_code(124);
     let events = events_of(&fs::read_to_string(&path).unwrap());
     let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    for name in ["start", "sample", "trigger", "stop", "kill", "reap", "exit"] {
+    for name in ["start", "sample", "trigger", "dump", "stop", "kill", "reap", "exit"] {
         assert!(names.contains(&name), "no {name} event in {names:?}");
     }
     assert_eq!(names.first(), Some(&"start"));
@@ -132,8 +132,9 @@ fn events_of_a_whole_drain() {
     for ev in &events {
         match ev["event"].as_str().unwrap() {
             "start" => {
-                check_fields(ev, &["pid", "argv"]);
+                check_fields(ev, &["pid", "argv", "run", "cgroup"]);
                 assert!(ev["pid"].as_i64().unwrap() > 1);
+                assert_eq!(ev["run"], 1);
                 assert_eq!(ev["argv"], serde_json::json!(["sh", "-c", script]));
             }
             "sample" => {
@@ -146,6 +147,11 @@ fn events_of_a_whole_drain() {
                         "rss_bytes",
                         "processes",
                         "since_progress_s",
+                        "psi_cpu",
+                        "psi_io",
+                        "psi_memory",
+                        "gpu_util",
+                        "gpu_memory_bytes",
                     ],
                 );
                 assert!(
@@ -178,6 +184,20 @@ fn events_of_a_whole_drain() {
             "reap" => {
                 check_fields(ev, &["pid", "status"]);
                 assert!(ev["status"].is_string());
+            }
+            "ready" => {
+                check_fields(ev, &["after_s", "by"]);
+                assert_eq!(ev["by"], "start", "no health check, no --notify: ready when it runs");
+            }
+            "dump" => {
+                check_fields(ev, &["processes"]);
+                let procs = ev["processes"].as_array().expect("an array");
+                assert!(!procs.is_empty(), "the tree was alive at the trigger: {ev}");
+                for p in procs {
+                    for key in ["pid", "ppid", "state", "threads", "cpu_seconds", "rss_bytes"] {
+                        assert!(!p[key].is_null(), "{key} in {p}");
+                    }
+                }
             }
             "exit" => {
                 check_fields(

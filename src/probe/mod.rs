@@ -9,5 +9,5 @@ mod walk;
 
 pub use oom::OomCounters;
 pub use parse::{Stat, parse_io, parse_stat};
-pub use sample::{Sample, Sampler};
+pub use sample::{GpuFigures, Pressure, Sample, Sampler};
 pub use walk::{Prober, Proc, ProcView, Scan, proc_view};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::walk::Scan;
 
 /// Tree totals at one instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// Elapsed since watchd start.
     pub at: Duration,
@@ -28,6 +28,32 @@ pub struct Sample {
     /// The scan saw the main child: /proc is watchd's own and shows the tree. When false the
     /// figures are no evidence of anything (no /proc, a foreign one, hidepid).
     pub visible: bool,
+    /// `WATCHDOG=1` pings since the previous probe (the machine counts them, not the scan).
+    pub pings: u32,
+    /// `--heartbeat` files that changed since the previous probe.
+    pub heartbeats: u32,
+    /// What the GPUs did for the tree since the previous probe; `None` without NVML.
+    pub gpu: Option<GpuFigures>,
+    /// The cgroup's pressure (PSI `some avg10`, ratios 0-1); `None` without a cgroup.
+    pub pressure: Option<Pressure>,
+}
+
+/// GPU figures of one probe window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuFigures {
+    /// A process of the tree (or, in device scope, any) used an SM.
+    pub busy: bool,
+    /// The highest SM utilization seen, in percent.
+    pub util: Option<f64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// PSI `some avg10` of the command's cgroup, as ratios.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Pressure {
+    pub cpu: Option<f64>,
+    pub io: Option<f64>,
+    pub memory: Option<f64>,
 }
 
 /// Turns successive scans into monotone tree totals.
@@ -110,6 +136,10 @@ impl Sampler {
             rss_bytes,
             all_stopped: processes > 0 && all_stopped,
             visible: true,
+            pings: 0,
+            heartbeats: 0,
+            gpu: None,
+            pressure: None,
         }
     }
 }
@@ -158,6 +188,10 @@ mod tests {
                 rss_bytes: 4096 + 8192,
                 all_stopped: false,
                 visible: true,
+                pings: 0,
+                heartbeats: 0,
+                gpu: None,
+                pressure: None,
             }
         );
     }

@@ -11,6 +11,10 @@ pub enum Event {
     Start {
         pid: i32,
         argv: Vec<OsString>,
+        /// Runs count from 1.
+        run: u32,
+        /// The command's cgroup directory, or None on the /proc path.
+        cgroup: Option<String>,
     },
     Sample {
         /// None before the second probe: there is no window to measure yet.
@@ -20,6 +24,13 @@ pub enum Event {
         rss_bytes: u64,
         processes: u32,
         since_progress_s: f64,
+        /// PSI `some avg10` ratios (0-1); None without a cgroup.
+        psi_cpu: Option<f64>,
+        psi_io: Option<f64>,
+        psi_memory: Option<f64>,
+        /// Percent; None without NVML.
+        gpu_util: Option<f64>,
+        gpu_memory_bytes: Option<u64>,
     },
     Signal {
         /// e.g. "SIGUSR1".
@@ -47,6 +58,35 @@ pub enum Event {
         /// e.g. "exited 0", "killed by SIGTERM".
         status: String,
     },
+    /// The dump of the tree at a trigger: `processes` is the JSON array, written elsewhere.
+    Dump {
+        processes: String,
+    },
+    Ready {
+        after_s: f64,
+        /// "health", "notify" or "start".
+        by: &'static str,
+    },
+    Health {
+        ok: bool,
+        detail: String,
+        duration_s: f64,
+        /// Consecutive failures including this check, 0 after a pass.
+        failures: u32,
+    },
+    Notify {
+        pid: i32,
+        fields: Vec<(String, String)>,
+    },
+    Restart {
+        /// This restart's number, from 1.
+        restart: u32,
+        delay_s: f64,
+        /// The trigger reason when watchd stopped the run, else "exit" or "signal".
+        after: &'static str,
+        code: Option<i32>,
+        signal: Option<String>,
+    },
     Exit {
         code: Option<i32>,
         signal: Option<String>,
@@ -73,6 +113,11 @@ impl Event {
             Event::Kill { .. } => "kill",
             Event::Reap { .. } => "reap",
             Event::Exit { .. } => "exit",
+            Event::Dump { .. } => "dump",
+            Event::Ready { .. } => "ready",
+            Event::Health { .. } => "health",
+            Event::Notify { .. } => "notify",
+            Event::Restart { .. } => "restart",
         }
     }
 }
@@ -85,9 +130,11 @@ impl Event {
 pub fn event_json(ev: &Event, ts: SystemTime) -> String {
     let mut o = JsonObject::new(ts, ev.name());
     match ev {
-        Event::Start { pid, argv } => {
+        Event::Start { pid, argv, run, cgroup } => {
             o.int("pid", *pid);
             o.os_str_array("argv", argv);
+            o.int("run", *run);
+            o.opt_str("cgroup", cgroup.as_deref());
         }
         Event::Sample {
             cpu_cores,
@@ -96,6 +143,11 @@ pub fn event_json(ev: &Event, ts: SystemTime) -> String {
             rss_bytes,
             processes,
             since_progress_s,
+            psi_cpu,
+            psi_io,
+            psi_memory,
+            gpu_util,
+            gpu_memory_bytes,
         } => {
             o.opt_float("cpu_cores", *cpu_cores);
             o.float("cpu_seconds", *cpu_seconds);
@@ -103,6 +155,50 @@ pub fn event_json(ev: &Event, ts: SystemTime) -> String {
             o.int("rss_bytes", *rss_bytes);
             o.int("processes", *processes);
             o.float("since_progress_s", *since_progress_s);
+            o.opt_float("psi_cpu", *psi_cpu);
+            o.opt_float("psi_io", *psi_io);
+            o.opt_float("psi_memory", *psi_memory);
+            o.opt_float("gpu_util", *gpu_util);
+            match gpu_memory_bytes {
+                Some(n) => o.int("gpu_memory_bytes", *n),
+                None => o.null("gpu_memory_bytes"),
+            }
+        }
+        Event::Dump { processes } => {
+            o.key("processes");
+            o.buf.push_str(processes);
+        }
+        Event::Ready { after_s, by } => {
+            o.float("after_s", *after_s);
+            o.str("by", by);
+        }
+        Event::Health { ok, detail, duration_s, failures } => {
+            o.key("ok");
+            o.buf.push_str(if *ok { "true" } else { "false" });
+            o.str("detail", detail);
+            o.float("duration_s", *duration_s);
+            o.int("failures", *failures);
+        }
+        Event::Notify { pid, fields } => {
+            o.int("pid", *pid);
+            o.key("fields");
+            o.buf.push('{');
+            for (i, (k, v)) in fields.iter().enumerate() {
+                if i > 0 {
+                    o.buf.push(',');
+                }
+                json_string(&mut o.buf, k);
+                o.buf.push(':');
+                json_string(&mut o.buf, v);
+            }
+            o.buf.push('}');
+        }
+        Event::Restart { restart, delay_s, after, code, signal } => {
+            o.int("restart", *restart);
+            o.float("delay_s", *delay_s);
+            o.str("after", after);
+            o.opt_int("code", *code);
+            o.opt_str("signal", signal.as_deref());
         }
         Event::Signal { signal, to } => {
             o.str("signal", signal);
@@ -353,13 +449,19 @@ mod tests {
     #[test]
     fn start_round_trips() {
         let argv = [OsString::from("sh"), OsString::from("-c"), OsString::from("exit 3")];
-        let ev = Event::Start { pid: 4242, argv: argv.to_vec() };
-        let v = check(&ev, "start", &[("pid", Kind::Int), ("argv", Kind::StrArray)]);
+        let ev = Event::Start { pid: 4242, argv: argv.to_vec(), run: 1, cgroup: None };
+        let fields = |cgroup| {
+            [("pid", Kind::Int), ("argv", Kind::StrArray), ("run", Kind::Int), ("cgroup", cgroup)]
+        };
+        let v = check(&ev, "start", &fields(Kind::Null));
         assert_eq!(v["pid"], 4242);
         assert_eq!(v["argv"], serde_json::json!(["sh", "-c", "exit 3"]));
-        let empty = Event::Start { pid: 1, argv: Vec::new() };
-        let v = check(&empty, "start", &[("pid", Kind::Int), ("argv", Kind::StrArray)]);
+        assert_eq!(v["run"], 1);
+        let cgroup = Some("/sys/fs/cgroup/x".into());
+        let empty = Event::Start { pid: 1, argv: Vec::new(), run: 3, cgroup };
+        let v = check(&empty, "start", &fields(Kind::Str));
         assert_eq!(v["argv"], serde_json::json!([]));
+        assert_eq!((&v["run"], &v["cgroup"]), (&J::from(3), &J::from("/sys/fs/cgroup/x")));
     }
 
     #[test]
@@ -371,6 +473,11 @@ mod tests {
             ("rss_bytes", Kind::Int),
             ("processes", Kind::Int),
             ("since_progress_s", Kind::Num),
+            ("psi_cpu", Kind::Null),
+            ("psi_io", Kind::Null),
+            ("psi_memory", Kind::Null),
+            ("gpu_util", Kind::Null),
+            ("gpu_memory_bytes", Kind::Null),
         ];
         let ev = Event::Sample {
             cpu_cores: Some(1.23456),
@@ -379,6 +486,11 @@ mod tests {
             rss_bytes: 2 << 30,
             processes: 3,
             since_progress_s: 30.0,
+            psi_cpu: None,
+            psi_io: None,
+            psi_memory: None,
+            gpu_util: None,
+            gpu_memory_bytes: None,
         };
         let v = check(&ev, "sample", &fields);
         assert_eq!(v["cpu_cores"].as_f64(), Some(1.235));
@@ -395,6 +507,11 @@ mod tests {
             rss_bytes: 0,
             processes: 0,
             since_progress_s: 0.0,
+            psi_cpu: None,
+            psi_io: None,
+            psi_memory: None,
+            gpu_util: None,
+            gpu_memory_bytes: None,
         };
         let mut fields = fields;
         fields[0].1 = Kind::Null;
@@ -431,6 +548,78 @@ mod tests {
             &[("pid", Kind::Int), ("status", Kind::Str)],
         );
         assert_eq!((&v["pid"], &v["status"]), (&J::from(77), &J::from("killed by SIGTERM")));
+    }
+
+    #[test]
+    fn pressure_and_gpu_figures_round_trip() {
+        let ev = Event::Sample {
+            cpu_cores: None,
+            cpu_seconds: 0.0,
+            io_bytes: 0,
+            rss_bytes: 0,
+            processes: 1,
+            since_progress_s: 0.0,
+            psi_cpu: Some(0.125),
+            psi_io: Some(0.0),
+            psi_memory: None,
+            gpu_util: Some(87.0),
+            gpu_memory_bytes: Some(1 << 30),
+        };
+        let v: J = serde_json::from_str(&event_json(&ev, ts())).unwrap();
+        assert_eq!(v["psi_cpu"].as_f64(), Some(0.125));
+        assert_eq!(v["psi_io"].as_f64(), Some(0.0));
+        assert!(v["psi_memory"].is_null());
+        assert_eq!(v["gpu_util"].as_f64(), Some(87.0));
+        assert_eq!(v["gpu_memory_bytes"].as_u64(), Some(1 << 30));
+    }
+
+    #[test]
+    fn readiness_health_notify_restart_and_dump_round_trip() {
+        let v = check(
+            &Event::Ready { after_s: 2.125, by: "health" },
+            "ready",
+            &[("after_s", Kind::Num), ("by", Kind::Str)],
+        );
+        assert_eq!((v["after_s"].as_f64(), &v["by"]), (Some(2.125), &J::from("health")));
+        let health = Event::Health {
+            ok: false,
+            detail: "HTTP 503 from http://127.0.0.1:8080/health".into(),
+            duration_s: 0.004,
+            failures: 2,
+        };
+        let v: J = serde_json::from_str(&event_json(&health, ts())).unwrap();
+        assert_eq!(
+            top_keys(&event_json(&health, ts()))[2..],
+            ["ok", "detail", "duration_s", "failures"]
+        );
+        assert_eq!((&v["ok"], &v["failures"]), (&J::from(false), &J::from(2)));
+        let fields =
+            vec![("READY".into(), "1".into()), ("STATUS".into(), "a \"quoted\" one".into())];
+        let v: J =
+            serde_json::from_str(&event_json(&Event::Notify { pid: 42, fields }, ts())).unwrap();
+        assert_eq!(v["fields"], serde_json::json!({"READY": "1", "STATUS": "a \"quoted\" one"}));
+        let restart = Event::Restart {
+            restart: 3,
+            delay_s: 0.4,
+            after: "stall",
+            code: None,
+            signal: Some("SIGTERM".into()),
+        };
+        let v = check(
+            &restart,
+            "restart",
+            &[
+                ("restart", Kind::Int),
+                ("delay_s", Kind::Num),
+                ("after", Kind::Str),
+                ("code", Kind::Null),
+                ("signal", Kind::Str),
+            ],
+        );
+        assert_eq!((&v["restart"], &v["after"]), (&J::from(3), &J::from("stall")));
+        let dump = Event::Dump { processes: r#"[{"pid":7,"tasks":[]}]"#.into() };
+        let v: J = serde_json::from_str(&event_json(&dump, ts())).unwrap();
+        assert_eq!(v["processes"][0]["pid"], 7);
     }
 
     #[test]
@@ -563,7 +752,8 @@ mod tests {
             OsString::from_vec(b"\xc3\x28\n\"".to_vec()),
             OsString::from("ok"),
         ];
-        let text = event_json(&Event::Start { pid: 9, argv: argv.to_vec() }, ts());
+        let text =
+            event_json(&Event::Start { pid: 9, argv: argv.to_vec(), run: 1, cgroup: None }, ts());
         let v: J = serde_json::from_str(&text).unwrap();
         assert_eq!(v["argv"], serde_json::json!(["a\u{fffd}b", "\u{fffd}(\n\"", "ok"]));
     }
@@ -596,6 +786,11 @@ mod tests {
             rss_bytes: 0,
             processes: 0,
             since_progress_s: 7.77777,
+            psi_cpu: None,
+            psi_io: None,
+            psi_memory: None,
+            gpu_util: None,
+            gpu_memory_bytes: None,
         };
         let v: J = serde_json::from_str(&event_json(&ev, ts())).unwrap();
         assert!(v["cpu_cores"].is_null() && v["cpu_seconds"].is_null());

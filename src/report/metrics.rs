@@ -21,6 +21,17 @@ pub struct Metrics {
     pub stops_total: [u64; Reason::ALL.len()],
     /// Lines and events dropped because they could not be written at once.
     pub output_dropped: u64,
+    /// The child is ready.
+    pub ready: bool,
+    /// The last health check passed; None before the first, or without one.
+    pub healthy: Option<bool>,
+    pub health_failures_total: u64,
+    pub restarts_total: u64,
+    /// PSI `some avg10` ratios of cpu, io and memory, where a cgroup gives them.
+    pub pressure: Option<[Option<f64>; 3]>,
+    /// GPU utilization as a ratio and GPU memory, where NVML gives them.
+    pub gpu_utilization: Option<f64>,
+    pub gpu_memory_bytes: Option<u64>,
 }
 
 impl Default for Metrics {
@@ -34,6 +45,13 @@ impl Default for Metrics {
             seconds_since_progress: 0.0,
             stops_total: [0; Reason::ALL.len()],
             output_dropped: 0,
+            ready: false,
+            healthy: None,
+            health_failures_total: 0,
+            restarts_total: 0,
+            pressure: None,
+            gpu_utilization: None,
+            gpu_memory_bytes: None,
         }
     }
 }
@@ -84,10 +102,61 @@ pub fn render_metrics(m: &Metrics) -> String {
         // Reason names are fixed identifiers: nothing to escape in a label value.
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
     }
-    let name = "watchd_output_dropped_total";
-    let help = "Lines and events watchd dropped because its output could not take them at once.";
-    family_header(&mut out, name, help);
-    let _ = writeln!(out, "{name} {}", m.output_dropped);
+    let more: [(&str, &str, Value); 5] = [
+        (
+            "watchd_ready",
+            "1 once the command is ready (health check, READY=1, or started), else 0.",
+            Value::U64(u64::from(m.ready)),
+        ),
+        (
+            "watchd_healthy",
+            "1 when the last health check passed, 0 when it failed, NaN before one ended.",
+            Value::F64(m.healthy.map_or(f64::NAN, |ok| if ok { 1.0 } else { 0.0 })),
+        ),
+        (
+            "watchd_health_failures_total",
+            "Health checks that failed.",
+            Value::U64(m.health_failures_total),
+        ),
+        (
+            "watchd_restarts_total",
+            "Times watchd restarted the command.",
+            Value::U64(m.restarts_total),
+        ),
+        (
+            "watchd_output_dropped_total",
+            "Lines and events watchd dropped because its output could not take them at once.",
+            Value::U64(m.output_dropped),
+        ),
+    ];
+    for (name, help, value) in more {
+        family_header(&mut out, name, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    if let Some(pressure) = m.pressure {
+        let name = "watchd_pressure_some_ratio";
+        let help = "Share of the last 10s some task of the command's cgroup waited for the resource (PSI some avg10).";
+        family_header(&mut out, name, help);
+        for (resource, ratio) in ["cpu", "io", "memory"].iter().zip(pressure) {
+            if let Some(ratio) = ratio {
+                let _ = writeln!(out, "{name}{{resource=\"{resource}\"}} {}", Value::F64(ratio));
+            }
+        }
+    }
+    if let Some(ratio) = m.gpu_utilization {
+        let name = "watchd_gpu_utilization_ratio";
+        family_header(
+            &mut out,
+            name,
+            "Highest SM utilization of the tree's processes on a GPU over the last probe window, 0-1.",
+        );
+        let _ = writeln!(out, "{name} {}", Value::F64(ratio));
+    }
+    if let Some(bytes) = m.gpu_memory_bytes {
+        let name = "watchd_gpu_memory_bytes";
+        family_header(&mut out, name, "GPU memory used by the tree's processes in bytes.");
+        let _ = writeln!(out, "{name} {bytes}");
+    }
     out
 }
 
@@ -310,6 +379,10 @@ mod tests {
             ("watchd_processes", "gauge"),
             ("watchd_seconds_since_progress", "gauge"),
             ("watchd_stops_total", "counter"),
+            ("watchd_ready", "gauge"),
+            ("watchd_healthy", "gauge"),
+            ("watchd_health_failures_total", "counter"),
+            ("watchd_restarts_total", "counter"),
             ("watchd_output_dropped_total", "counter"),
         ];
         let want: Vec<_> = want.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
@@ -326,6 +399,13 @@ mod tests {
             ("watchd_stops_total{reason=\"cpu-soft\"}", "0"),
             ("watchd_stops_total{reason=\"cpu-hard\"}", "0"),
             ("watchd_stops_total{reason=\"rss\"}", "1"),
+            ("watchd_stops_total{reason=\"unhealthy\"}", "0"),
+            ("watchd_stops_total{reason=\"not-ready\"}", "0"),
+            ("watchd_stops_total{reason=\"watchdog\"}", "0"),
+            ("watchd_ready", "0"),
+            ("watchd_healthy", "NaN"),
+            ("watchd_health_failures_total", "0"),
+            ("watchd_restarts_total", "0"),
             ("watchd_output_dropped_total", "0"),
         ];
         let want_samples: Vec<_> =
