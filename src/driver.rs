@@ -321,10 +321,14 @@ impl Driver {
     }
 
     fn execute(&mut self, actions: Vec<Action>, now: Instant) {
+        // Depth first: what an action's result asks for is done before the next action, so
+        // the dump's lines follow the trigger line and precede the stop.
         let mut queue = VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             if let Some(result) = self.act(action) {
-                queue.extend(self.machine.on(result, now));
+                for follow in self.machine.on(result, now).into_iter().rev() {
+                    queue.push_front(follow);
+                }
             }
         }
     }

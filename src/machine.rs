@@ -799,9 +799,12 @@ impl Machine {
             let half = self.set.upstream.flatten().unwrap_or(Duration::from_secs(1)) / 2;
             // Backed by the tree's progress: no ping while it shows none within the window.
             let window = self.run.policy.stall().or(self.set.upstream.flatten());
+            // The stall clock as of now: what it read at the last probe, plus the time since.
+            let probed = self.run.last.map_or(self.run.started, |s| self.run.started + s.at);
+            let quiet = self.run.policy.since_progress() + now.saturating_duration_since(probed);
             let alive = match self.state {
                 State::Waiting { .. } => true,
-                _ => window.is_none_or(|w| self.run.policy.since_progress() < w),
+                _ => window.is_none_or(|w| quiet < w),
             };
             if alive && self.main_alive() || matches!(self.state, State::Waiting { .. }) {
                 out.push(Action::Upstream("WATCHDOG=1".to_string()));
@@ -1112,11 +1115,23 @@ impl Machine {
             None => self.set.stop_signal.to_string(),
         };
         self.run.stopped = Some(Stopped { reason, detail, at: now, how });
+        // The trigger line first, then the dump (the tree as it was), then the stop.
         let dump = self.set.dump.clone();
+        let waits = dump.signal.is_some() || dump.cmd.is_some();
+        let stop = match &self.set.stop_cmd {
+            Some(_) => "running --stop-cmd".to_string(),
+            None => format!("sending {}", self.set.stop_signal),
+        };
+        let action = if waits {
+            format!("{stop} in {} (after the dump)", human_duration(dump.wait))
+        } else {
+            stop
+        };
+        self.say_drain(out, action);
         if dump.snapshot {
             out.push(Action::Dump);
         }
-        if dump.signal.is_none() && dump.cmd.is_none() {
+        if !waits {
             return self.stop(now, out);
         }
         let until = now.checked_add(dump.wait);
@@ -1136,7 +1151,6 @@ impl Machine {
         let grace_s = grace.as_secs_f64();
         let rest_stopped = match self.set.stop_cmd.clone() {
             Some(cmd) => {
-                self.say_drain(out, "running --stop-cmd".to_string());
                 let stop = Record::Stop { signal: None, cmd: Some(cmd.clone()), grace_s };
                 out.push(Action::Emit(stop));
                 out.push(Action::RunStopCmd { cmd });
@@ -1164,13 +1178,10 @@ impl Machine {
 
     fn on_stop_sent(&mut self, sent: Result<(), String>, out: &mut Vec<Action>) {
         let sig = self.set.stop_signal;
-        let action = match &sent {
-            Ok(()) => format!("sending {sig}"),
-            Err(err) => format!("cannot send {sig} ({err})"),
-        };
-        self.say_drain(out, action);
-        if let (Err(_), Some(stopped)) = (&sent, &mut self.run.stopped) {
+        if let (Err(err), Some(stopped)) = (&sent, &mut self.run.stopped) {
             stopped.how = format!("{sig} could not be sent");
+            let text = format!("{}: cannot send {sig} ({err})", stopped.reason);
+            self.say(out, Level::Normal, text);
         }
         let signal = sent.is_ok().then(|| sig.to_string());
         let grace_s = self.set.grace.as_secs_f64();
@@ -1489,7 +1500,9 @@ mod tests {
                 };
                 self.log.push(action);
                 if let Some(result) = result {
-                    queue.extend(self.m.on(result, self.now));
+                    for follow in self.m.on(result, self.now).into_iter().rev() {
+                        queue.push_front(follow);
+                    }
                 }
             }
         }
@@ -1890,11 +1903,7 @@ mod tests {
         let mut sim = Sim::stall(1.0);
         sim.world.stop_sent = Err("Operation not permitted".into());
         sim.at(1.0).at(2.0);
-        assert!(sim.has_line(
-            "stall: no CPU or I/O progress for 1s (1 process); cannot send SIGTERM (Operation \
-             not permitted), SIGKILL in 10s"
-        ));
-        assert!(!sim.has_line("sending SIGTERM"));
+        assert!(sim.has_line("stall: cannot send SIGTERM (Operation not permitted)"));
         sim.now = sim.t0 + secs(3.0);
         sim.reap(ChildEnd::Exited(0), false);
         assert!(
@@ -2198,5 +2207,521 @@ mod tests {
         );
         assert!(sim.log.contains(&Action::ReturnTerminal));
         assert_eq!(sim.outcome(), Some(Outcome::Code(1)));
+    }
+
+    // ---- readiness and health ----
+
+    fn health_settings() -> Settings {
+        let mut set = settings();
+        set.health = Some(HealthTiming {
+            interval: secs(1.0),
+            start_interval: secs(0.25),
+            start_period: Duration::ZERO,
+            timeout: secs(0.5),
+            retries: 3,
+        });
+        set
+    }
+
+    fn health_events(sim: &Sim) -> Vec<(bool, u32)> {
+        sim.log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Emit(Record::Health { ok, failures, .. }) => Some((*ok, *failures)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn health_checks_run_on_schedule_and_three_failures_fire_unhealthy() {
+        let mut sim = Sim::new(health_settings(), Limits::none(HZ));
+        sim.take();
+        sim.at(0.9);
+        assert!(!sim.log.contains(&Action::RunHealth), "the first check comes one interval in");
+        sim.at(1.0);
+        assert!(sim.log.contains(&Action::RunHealth));
+        let fail = |sim: &mut Sim, t: f64| {
+            sim.now = sim.t0 + secs(t);
+            sim.send(Event::HealthDone { ok: false, detail: "HTTP 503".into(), took: secs(0.01) });
+        };
+        fail(&mut sim, 1.01);
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(2.0)), "the probe, then 1s after the end");
+        sim.at(2.01);
+        fail(&mut sim, 2.02);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        sim.at(3.02);
+        fail(&mut sim, 3.03);
+        assert!(sim.has_line(
+            "unhealthy: 3 health checks failed in a row (last: HTTP 503); sending SIGTERM, SIGKILL in 10s"
+        ));
+        assert!(sim.log.contains(&Action::Stop { sig: SIGTERM, scope: StopScope::Tree }));
+        assert_eq!(health_events(&sim), [(false, 1), (false, 2), (false, 3)]);
+        // No more checks once the drain runs.
+        sim.take();
+        sim.at(10.0);
+        assert!(!sim.log.contains(&Action::RunHealth));
+    }
+
+    #[test]
+    fn a_pass_resets_the_count_and_makes_the_child_ready_once() {
+        let mut set = health_settings();
+        set.details = true;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        let check = |sim: &mut Sim, t: f64, ok: bool| {
+            sim.at(t);
+            assert!(sim.log.contains(&Action::RunHealth), "a check at {t}");
+            sim.take();
+            sim.now = sim.t0 + secs(t + 0.1);
+            sim.send(Event::HealthDone { ok, detail: "x".into(), took: secs(0.1) });
+        };
+        sim.take();
+        check(&mut sim, 1.0, false);
+        check(&mut sim, 2.1, true);
+        assert!(sim.log.contains(&Action::Emit(Record::Ready { after_s: 2.2, by: "health" })));
+        assert!(sim.has_line("ready after 2.2s (health check)"));
+        check(&mut sim, 3.2, false);
+        check(&mut sim, 4.3, false);
+        check(&mut sim, 5.4, true);
+        assert_eq!(sim.count(|a| matches!(a, Action::Emit(Record::Ready { .. }))), 0, "once");
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+    }
+
+    #[test]
+    fn a_check_past_its_timeout_is_a_failure_and_is_killed() {
+        let mut sim = Sim::new(health_settings(), Limits::none(HZ));
+        sim.at(1.0);
+        sim.take();
+        sim.at(1.49);
+        assert!(!sim.log.contains(&Action::AbortHealth));
+        sim.at(1.5);
+        assert!(sim.log.contains(&Action::AbortHealth));
+        assert_eq!(health_events(&sim), [(false, 1)]);
+        // The killed check's own end comes later and is no news.
+        sim.take();
+        sim.send(Event::HealthDone { ok: true, detail: "late".into(), took: secs(0.6) });
+        assert!(health_events(&sim).is_empty());
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(2.0)));
+    }
+
+    #[test]
+    fn start_period_failures_do_not_count_until_a_pass_or_its_end() {
+        let mut set = health_settings();
+        if let Some(t) = &mut set.health {
+            t.start_period = secs(1.0);
+            t.retries = 1;
+        }
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        // Checks every 0.25s during the period; failures there do not fire.
+        for t in [0.25, 0.5, 0.75] {
+            sim.at(t);
+            sim.send(Event::HealthDone { ok: false, detail: "booting".into(), took: secs(0.0) });
+        }
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        sim.at(1.75);
+        sim.send(Event::HealthDone { ok: false, detail: "down".into(), took: secs(0.0) });
+        assert_eq!(
+            sim.count(|a| matches!(a, Action::Stop { .. })),
+            1,
+            "after the period it counts"
+        );
+    }
+
+    #[test]
+    fn not_ready_fires_at_the_ready_timeout_unless_ready_or_extended() {
+        let mut set = settings();
+        set.notify = true;
+        set.ready_timeout = Some(secs(2.0));
+        let mut sim = Sim::new(set.clone(), Limits::none(HZ));
+        sim.send(Event::Execed);
+        assert_eq!(
+            sim.count(|a| matches!(a, Action::Emit(Record::Ready { .. }))),
+            0,
+            "READY=1 is awaited"
+        );
+        sim.at(1.99);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        sim.at(2.0);
+        assert!(sim.has_line("not-ready: not ready 2s after it started, the --ready-timeout"));
+        // READY=1 in time: no trigger.
+        let mut sim = Sim::new(set.clone(), Limits::none(HZ));
+        sim.now = sim.t0 + secs(1.0);
+        sim.send(notify(&["READY=1"]));
+        assert!(sim.log.contains(&Action::Emit(Record::Ready { after_s: 1.0, by: "notify" })));
+        sim.at(5.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        // EXTEND_TIMEOUT_USEC pushes it back.
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.now = sim.t0 + secs(1.0);
+        sim.send(notify(&["EXTEND_TIMEOUT_USEC=3000000"]));
+        sim.at(3.9);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        sim.at(4.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
+    }
+
+    #[test]
+    fn without_a_check_or_notify_the_child_is_ready_when_it_runs() {
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.now = sim.t0 + secs(0.01);
+        sim.send(Event::Execed);
+        assert!(sim.log.contains(&Action::Emit(Record::Ready { after_s: 0.01, by: "start" })));
+        // READY=1 without --notify counts for nothing.
+        sim.take();
+        sim.send(notify(&["READY=1"]));
+        assert_eq!(sim.count(|a| matches!(a, Action::Emit(Record::Ready { .. }))), 0);
+    }
+
+    // ---- the notify socket ----
+
+    fn notify(lines: &[&str]) -> Event {
+        let text = lines.join("\n");
+        let message = crate::notify::parse(text.as_bytes()).unwrap();
+        Event::Notify { pid: 100, in_tree: true, message }
+    }
+
+    #[test]
+    fn watchdog_pings_are_evidence_and_a_trigger_fires_watchdog() {
+        let limits = Limits { stall: Some(secs(2.0)), evidence_notify: true, ..Limits::none(HZ) };
+        let mut sim = Sim::new(settings(), limits.clone());
+        for t in 1..=5 {
+            sim.now = sim.t0 + secs(t as f64 - 0.5);
+            sim.send(notify(&["WATCHDOG=1"]));
+            sim.at(t as f64);
+        }
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0, "pinged every second");
+        sim.at(6.0).at(7.0);
+        assert!(sim.has_line("stall: no CPU, I/O or WATCHDOG=1 progress for 2s"));
+        let mut sim = Sim::new(settings(), limits);
+        sim.send(notify(&["WATCHDOG=trigger"]));
+        assert!(sim.has_line("watchdog: the command sent WATCHDOG=trigger; sending SIGTERM"));
+    }
+
+    #[test]
+    fn watchdog_usec_changes_the_window_and_status_is_kept() {
+        let limits = Limits { stall: Some(secs(10.0)), ..Limits::none(HZ) };
+        let mut sim = Sim::new(settings(), limits);
+        sim.send(notify(&["WATCHDOG_USEC=2000000", "STATUS=warming up"]));
+        assert!(sim.has_line("status: warming up"));
+        sim.at(1.0).at(2.0).at(3.0);
+        assert!(sim.has_line("stall: no CPU or I/O progress for 2s"));
+        // The status travels with a surprise death's diagnosis.
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.send(notify(&["STATUS=loading model 3/4"]));
+        sim.reap(ChildEnd::Killed(SIGKILL), false);
+        assert!(sim.has_line("; its last STATUS: loading model 3/4"));
+    }
+
+    #[test]
+    fn a_message_from_outside_the_tree_is_dropped() {
+        let mut set = settings();
+        set.notify = true;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.take();
+        let message = crate::notify::parse(b"READY=1\nWATCHDOG=trigger").unwrap();
+        sim.send(Event::Notify { pid: 4242, in_tree: false, message });
+        assert!(sim.log.iter().all(|a| matches!(a, Action::Say(..))), "{:?}", sim.log);
+        assert!(sim.has_line("dropped a notify message from pid 4242"));
+    }
+
+    // ---- the service manager above ----
+
+    fn upstream(sim: &Sim) -> Vec<String> {
+        sim.log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Upstream(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn upstream_gets_ready_status_pings_backed_by_progress_and_stopping_at_the_end() {
+        let mut set = settings();
+        set.upstream = Some(Some(secs(2.0)));
+        let limits = Limits { stall: Some(secs(3.0)), ..Limits::none(HZ) };
+        let mut sim = Sim::new(set, limits);
+        assert_eq!(upstream(&sim), ["STATUS=starting"]);
+        sim.take();
+        sim.send(Event::Execed);
+        assert_eq!(upstream(&sim), ["READY=1", "STATUS=ready"]);
+        sim.take();
+        // Busy: pings every WATCHDOG_USEC/2 = 1s.
+        for t in 1..=3 {
+            sim.world.sample.cpu_ticks += 10;
+            sim.at(t as f64);
+        }
+        assert_eq!(upstream(&sim).iter().filter(|m| *m == "WATCHDOG=1").count(), 3);
+        // Quiet from 3s on: the stall clock passes the window at 6s; pings stop before the drain.
+        sim.take();
+        sim.at(4.0).at(5.0);
+        assert_eq!(upstream(&sim).iter().filter(|m| *m == "WATCHDOG=1").count(), 2);
+        sim.take();
+        sim.at(6.0);
+        assert!(!upstream(&sim).contains(&"WATCHDOG=1".to_string()), "{:?}", upstream(&sim));
+        assert!(upstream(&sim).contains(&"STATUS=draining: stall".to_string()));
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert_eq!(upstream(&sim).last().map(String::as_str), Some("STOPPING=1"));
+    }
+
+    #[test]
+    fn a_stop_request_is_stopping_at_once_and_extend_timeout_is_passed_on() {
+        let mut set = settings();
+        set.upstream = Some(None);
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.take();
+        sim.send(notify(&["EXTEND_TIMEOUT_USEC=5000000"]));
+        assert_eq!(upstream(&sim), ["EXTEND_TIMEOUT_USEC=5000000"]);
+        sim.take();
+        sim.send(Event::Signals(vec![Incoming::sent(SIGTERM)]));
+        assert_eq!(upstream(&sim), ["STOPPING=1"]);
+        sim.take();
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert!(upstream(&sim).is_empty(), "STOPPING=1 once: {:?}", upstream(&sim));
+    }
+
+    // ---- restart ----
+
+    fn restart_settings(mode: RestartMode, max: Option<u32>) -> Settings {
+        let mut set = settings();
+        set.restart = Restart { mode, max, delay: secs(0.1), delay_max: secs(1.0) };
+        set
+    }
+
+    fn restarts(sim: &Sim) -> Vec<(u32, f64, &'static str)> {
+        sim.log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Emit(Record::Restart { restart, delay_s, after, .. }) => {
+                    Some((*restart, *delay_s, *after))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Ends the current run with `end` at `t`, then moves to the next run's start.
+    fn end_and_restart(sim: &mut Sim, t: f64, end: ChildEnd) {
+        sim.now = sim.t0 + secs(t);
+        let pid = sim.world.next_pid;
+        let ends = vec![Reap::Main { pid, end, oom: None, held_terminal: false }];
+        sim.send(Event::Reaped { ends, children_left: false });
+        if let Some(at) = sim.m.deadline().filter(|_| matches!(sim.m.state, State::Waiting { .. }))
+        {
+            let at = at.saturating_duration_since(sim.t0).as_secs_f64();
+            sim.at(at);
+        }
+    }
+
+    #[test]
+    fn on_failure_restarts_with_doubling_delays_up_to_the_max() {
+        let mut sim = Sim::new(restart_settings(RestartMode::OnFailure, None), Limits::none(HZ));
+        let mut t = 0.05;
+        for _ in 0..6 {
+            end_and_restart(&mut sim, t, ChildEnd::Exited(1));
+            t = sim.now.saturating_duration_since(sim.t0).as_secs_f64() + 0.05;
+        }
+        let delays: Vec<f64> = restarts(&sim).iter().map(|r| r.1).collect();
+        assert_eq!(delays, [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]);
+        assert_eq!(sim.m.run(), 7);
+        let starts: Vec<u32> = sim
+            .log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Emit(Record::Start { run, .. }) => Some(*run),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, [1, 2, 3, 4, 5, 6, 7]);
+        assert!(sim.has_line("restarting in 800ms (restart 4): child exited with status 1"));
+        // A run that stays up longer than the longest delay brings the delay back to the base.
+        let t = sim.now.saturating_duration_since(sim.t0).as_secs_f64() + 2.0;
+        end_and_restart(&mut sim, t, ChildEnd::Exited(1));
+        assert_eq!(restarts(&sim).last().map(|r| r.1), Some(0.1));
+    }
+
+    #[test]
+    fn on_failure_stops_after_a_success_and_always_does_not() {
+        let mut sim = Sim::new(restart_settings(RestartMode::OnFailure, None), Limits::none(HZ));
+        end_and_restart(&mut sim, 0.5, ChildEnd::Exited(0));
+        assert!(restarts(&sim).is_empty());
+        assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
+        let mut sim = Sim::new(restart_settings(RestartMode::Always, Some(1)), Limits::none(HZ));
+        end_and_restart(&mut sim, 0.5, ChildEnd::Exited(0));
+        assert_eq!(restarts(&sim), [(1, 0.1, "exit")]);
+        end_and_restart(&mut sim, 1.0, ChildEnd::Exited(0));
+        assert!(sim.has_line("giving up after 1 restarts: child exited with status 0"));
+        assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
+        let exit = sim.log.iter().find_map(|a| match a {
+            Action::Emit(Record::Exit { restarts, .. }) => Some(*restarts),
+            _ => None,
+        });
+        assert_eq!(exit, Some(1));
+        // A success status counts as success.
+        let mut set = restart_settings(RestartMode::OnFailure, None);
+        set.exit.success = vec![ChildEnd::Exited(143)];
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        end_and_restart(&mut sim, 0.5, ChildEnd::Exited(143));
+        assert!(restarts(&sim).is_empty());
+    }
+
+    #[test]
+    fn a_triggered_run_restarts_and_the_last_status_follows_the_usual_rules() {
+        let mut set = restart_settings(RestartMode::OnFailure, Some(1));
+        set.exit.exit_code_on_stop = Some(124);
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        sim.now = sim.t0 + secs(2.1);
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert_eq!(restarts(&sim), [(1, 0.1, "stall")]);
+        assert!(
+            sim.has_line("restarting in 100ms (restart 1 of 1): stall (child killed by SIGTERM)")
+        );
+        sim.at(2.2);
+        assert!(sim.log.contains(&Action::Spawn));
+        // The new run has a fresh stall clock: nothing fires until 2 probes of its own.
+        sim.take();
+        sim.at(3.2);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        sim.at(4.2);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
+        sim.now = sim.t0 + secs(4.3);
+        let pid = sim.world.next_pid;
+        let ends = vec![Reap::Main {
+            pid,
+            end: ChildEnd::Killed(SIGTERM),
+            oom: None,
+            held_terminal: false,
+        }];
+        sim.send(Event::Reaped { ends, children_left: false });
+        assert!(sim.has_line("giving up after 1 restarts: stall (child killed by SIGTERM)"));
+        assert_eq!(sim.outcome(), Some(Outcome::Code(124)));
+    }
+
+    #[test]
+    fn no_restart_once_asked_to_stop_and_a_request_in_the_delay_ends_at_once() {
+        let mut sim = Sim::new(restart_settings(RestartMode::Always, None), Limits::none(HZ));
+        sim.send(Event::Signals(vec![Incoming::sent(SIGTERM)]));
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert!(restarts(&sim).is_empty());
+        assert_eq!(sim.outcome(), Some(Outcome::Reraise(SIGTERM)));
+        // In the delay: other signals are dropped, a stop request ends it with the last status.
+        let mut sim = Sim::new(restart_settings(RestartMode::Always, None), Limits::none(HZ));
+        sim.reap(ChildEnd::Exited(3), false);
+        assert_eq!(restarts(&sim).len(), 1);
+        sim.take();
+        sim.send(Event::Signals(vec![Incoming::sent(SIGUSR1)]));
+        assert!(sim.log.is_empty(), "{:?}", sim.log);
+        sim.send(Event::Signals(vec![Incoming::sent(SIGINT)]));
+        assert_eq!(sim.outcome(), Some(Outcome::Code(3)));
+        // Ctrl-C on the terminal that reached the child is a request to stop too.
+        let mut sim = Sim::new(restart_settings(RestartMode::Always, None), Limits::none(HZ));
+        let ends = vec![Reap::Main {
+            pid: 100,
+            end: ChildEnd::Killed(SIGINT),
+            oom: None,
+            held_terminal: true,
+        }];
+        sim.send(Event::Reaped { ends, children_left: false });
+        assert!(restarts(&sim).is_empty());
+        assert_eq!(sim.outcome(), Some(Outcome::Reraise(SIGINT)));
+    }
+
+    #[test]
+    fn leftovers_are_cleaned_up_before_a_restart_even_with_no_cleanup() {
+        let mut set = restart_settings(RestartMode::Always, None);
+        set.cleanup = false;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.world.tree = 2;
+        sim.reap(ChildEnd::Exited(0), true);
+        assert!(sim.log.contains(&Action::StopLeftovers { sig: SIGTERM }));
+        assert!(restarts(&sim).is_empty(), "not before the tree is gone");
+        sim.send(Event::Reaped { ends: vec![], children_left: false });
+        assert_eq!(restarts(&sim).len(), 1);
+        // Without a restart to follow, --no-cleanup leaves them.
+        let mut set = restart_settings(RestartMode::OnFailure, None);
+        set.cleanup = false;
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.reap(ChildEnd::Exited(0), true);
+        assert!(!sim.log.contains(&Action::StopLeftovers { sig: SIGTERM }));
+        assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
+    }
+
+    #[test]
+    fn upstream_pings_go_on_during_a_restart_delay() {
+        let mut set = restart_settings(RestartMode::Always, None);
+        set.restart.delay = secs(5.0);
+        set.restart.delay_max = secs(10.0);
+        set.upstream = Some(Some(secs(2.0)));
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.reap(ChildEnd::Exited(1), false);
+        assert!(upstream(&sim).contains(&"STATUS=restarting in 5s".to_string()));
+        sim.take();
+        sim.at(1.0).at(2.0).at(3.0);
+        assert_eq!(upstream(&sim).iter().filter(|m| *m == "WATCHDOG=1").count(), 3);
+    }
+
+    // ---- the dump ----
+
+    #[test]
+    fn the_dump_comes_after_the_trigger_line_and_before_the_stop() {
+        let mut set = settings();
+        set.dump = Dump { snapshot: true, ..Dump::default() };
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        let line = sim
+            .log
+            .iter()
+            .position(|a| matches!(a, Action::Say(_, t) if t.starts_with("stall:")))
+            .unwrap();
+        let dump = sim.log.iter().position(|a| *a == Action::Dump).unwrap();
+        let dumped = sim
+            .log
+            .iter()
+            .position(|a| matches!(a, Action::Say(_, t) if t == "100 S sleep 9"))
+            .unwrap();
+        let stop = sim.log.iter().position(|a| matches!(a, Action::Stop { .. })).unwrap();
+        assert!(line < dump && dump < dumped && dumped < stop, "{:?}", sim.log);
+        assert!(sim.events().contains(&"dump"));
+    }
+
+    #[test]
+    fn dump_signal_and_commands_get_their_time_then_the_stop() {
+        let mut set = settings();
+        set.dump = Dump {
+            snapshot: true,
+            signal: Some(SIGUSR1),
+            cmd: Some("py-spy dump --pid $WATCHD_PID".into()),
+            wait: secs(2.0),
+        };
+        let mut sim = Sim::new(set.clone(), Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        assert!(sim.log.contains(&Action::DumpSignal(SIGUSR1)));
+        assert!(sim.has_line("stall: no CPU or I/O progress for 1s (1 process); sending SIGTERM in 2s (after the dump), SIGKILL in 10s"));
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        // With a dump signal, the commands ending early do not cut the wait.
+        sim.send(Event::DumpCmdsDone);
+        sim.at(3.9);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);
+        sim.at(4.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
+        // No other trigger fires meanwhile, and there is one dump per run.
+        assert_eq!(sim.count(|a| *a == Action::Dump), 1);
+        // Commands alone: the stop goes out as soon as they are done.
+        set.dump.signal = None;
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        sim.now = sim.t0 + secs(2.5);
+        sim.send(Event::DumpCmdsDone);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
+        // The child ending during the dump counts as stopped by watchd.
+        let mut set = settings();
+        set.dump = Dump { snapshot: true, signal: Some(SIGUSR1), cmd: None, wait: secs(2.0) };
+        set.exit.exit_code_on_stop = Some(124);
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        sim.reap(ChildEnd::Killed(SIGUSR1), false);
+        assert_eq!(sim.outcome(), Some(Outcome::Code(124)));
     }
 }

@@ -439,8 +439,9 @@ fn a_stop_signal_watchd_may_not_send_is_not_claimed() {
         });
     }
     let r = run(cmd);
-    r.assert_stderr_has("cannot send SIGTERM (Operation not permitted)");
-    assert!(!r.stderr.contains("sending SIGTERM") && !r.stderr.contains("after SIGTERM\n"), "{r}");
+    r.assert_stderr_has("timeout: cannot send SIGTERM (Operation not permitted)");
+    assert!(!r.stderr.contains("after SIGTERM\n"), "the exit line claims the signal\n{r}");
+    r.assert_stderr_has("after SIGTERM could not be sent");
 }
 
 // ---- 14. faults sent by other processes -------------------------------------------------------
