@@ -35,8 +35,10 @@ FULL = {
     "signal_rounds": 4,
     "settle_s": 1.0,
     "wakeup_span_s": 60.0,
-    "probe_sizes": [1, 100, 1000],
+    "probe_sizes": [1, 100, 1000, 5000],
     "probe_span_s": 10.0,
+    "floor_walks": 20,  # at least, per floor measurement ...
+    "floor_cpu_ms": 500,  # ... and on until this much CPU is spent
 }
 QUICK = {
     "startup_warmup": 3,
@@ -47,8 +49,17 @@ QUICK = {
     "wakeup_span_s": 5.0,
     "probe_sizes": [1, 10, 50],
     "probe_span_s": 1.0,
+    "floor_walks": 5,
+    "floor_cpu_ms": 100,
 }
+# The nominal probe interval; larger trees get a longer one (probe_interval).
 PROBE_INTERVAL_S = 0.1
+# What each evidence set makes a /proc probe read per member (the floor reads exactly this).
+EVIDENCE_SETS = ("cpu,io", "cpu")
+# 1,000 processes through a cgroup with --evidence cpu: the issue's target, in µs.
+CGROUP_TARGET_N, CGROUP_TARGET_US = 1000, 1000.0
+FLOOR_RATIO_TARGET = 1.2
+NO_CGROUP_FLAG = "n/a (no --cgroup in this build)"
 # The watchd builds (column keys), and the tini builds every watchd build is compared with.
 BUILDS = ("watchd", "watchd-static")
 REFERENCES = ("tini", "tini-static")
@@ -199,8 +210,10 @@ def token_holders(token):
 
 def kill_tree(proc):
     """SIGKILL a wrapper and everything below it (the orphans come to us: we are the
-    subreaper), then reap."""
-    victims = [proc.pid] + descendants(proc.pid)
+    subreaper), then reap. A wrapper that has already exited and been reaped is not looked
+    at (its pid may be another process's by now); the end-of-run sweep takes its leftovers."""
+    # While it is unreaped, proc.pid cannot be reused: poll() is the last look at it.
+    victims = [proc.pid] + descendants(proc.pid) if proc.poll() is None else []
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -243,12 +256,12 @@ def start(argv, errlog):
     )
 
 
-def wait_for(cond, timeout, what):
+def wait_for(cond, timeout, what, poll_s=0.01):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
-        time.sleep(0.01)
+        time.sleep(poll_s)
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -470,62 +483,254 @@ def measure_signals(ws, siglat, cfg, tmp, res):
     res["signals_plain_timeout"] = out.stdout.strip()
 
 
+def tree_script(n):
+    return (f"i=1; while [ $i -lt {n} ]; do sleep 100000 & i=$((i+1)); done; "
+            "exec sleep 100000")
+
+
 def tree_command(n):
     """A main child with exactly n processes in its tree, all asleep."""
-    script = (f"i=1; while [ $i -lt {n} ]; do sleep 100000 & i=$((i+1)); done; "
-              "exec sleep 100000")
-    return ["sh", "-c", script]
+    return ["sh", "-c", tree_script(n)]
 
 
-def probe_cost_of(watchd, n, span, errlog):
-    """watchd's CPU per probe with a tree of n sleeping processes: the CPU it uses over `span`
-    at --interval 100ms, minus its CPU rate with the same tree at --interval 1h (no probes)."""
-    entry = {}
-    for mode, interval in [("baseline", "1h"), ("probing", "100ms")]:
-        p = start([watchd, "--stall", "1h", "--interval", interval, "--"] + tree_command(n),
-                  errlog)
-        try:
-            wait_for(lambda: len(descendants(p.pid)) >= n, 120,
-                     f"a tree of {n} processes under watchd")
-            time.sleep(max(3 * PROBE_INTERVAL_S, 0.3))
-            others = len(all_pids()) - n - 1
-            t0, c0 = time.monotonic(), cpu_ns(p.pid)
-            time.sleep(span)
-            t1, c1 = time.monotonic(), cpu_ns(p.pid)
-            members = len(descendants(p.pid))
-            if p.poll() is not None or members != n:
-                raise RuntimeError(f"tree of {n}: watchd or its tree changed during the span "
-                                   f"({members} processes)")
-            entry[mode] = {"span_s": t1 - t0, "cpu_ns": c1 - c0, "other_processes": others,
-                           "vmrss_kib": kib(proc_status(p.pid)["VmRSS"])}
-        finally:
-            kill_tree(p)
-    base_rate = entry["baseline"]["cpu_ns"] / entry["baseline"]["span_s"]
-    pr = entry["probing"]
-    probes = pr["span_s"] / PROBE_INTERVAL_S
-    per_probe_ns = (pr["cpu_ns"] - base_rate * pr["span_s"]) / probes
-    entry["probes"] = probes
-    entry["per_probe_us"] = per_probe_ns / 1e3
-    entry["cpu_share"] = per_probe_ns / (PROBE_INTERVAL_S * 1e9)
+def probe_interval(n):
+    """100 ms, or longer for big trees: at least 4× a probe that costs 25 µs per process, so that
+    no probe overruns its interval (a late tick is skipped, and the count of probes in a span
+    would no longer be span / interval)."""
+    return max(PROBE_INTERVAL_S, n * 100e-6)
+
+
+def duration_arg(seconds):
+    return f"{round(seconds * 1000)}ms"
+
+
+def supports_cgroup(binary):
+    """Whether this watchd has `--cgroup` (SPEC, "Containment in a cgroup")."""
+    try:
+        out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--cgroup" in out.stdout
+
+
+def cgroup2_mount():
+    """(mount point, root within the hierarchy) of the first cgroup2 mount, or None."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                pre, _, post = line.partition(" - ")
+                if post.split(" ", 1)[0] == "cgroup2":
+                    fields = pre.split()
+                    return fields[4], fields[3]
+    except (OSError, IndexError):
+        pass
+    return None
+
+
+def cgroup_dir(pid):
+    """The directory of pid's cgroup in the cgroup2 hierarchy (its `0::` line), or None."""
+    mount = cgroup2_mount()
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            path = next((line[3:].rstrip("\n") for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
+    if mount is None or path is None or path.endswith(" (deleted)"):
+        return None
+    point, root = mount
+    rel = os.path.relpath(path, root) if root != "/" else path.lstrip("/")
+    if rel.startswith(".."):
+        return None  # outside what this mount shows
+    return os.path.normpath(os.path.join(point, rel))
+
+
+def run_floor(floor, target, mode, cfg, members):
+    """floor.c's CPU per walk over a tree (target = its root's pid) or a cgroup (mode
+    "cgroup", target = its directory). The walk must find `members` processes."""
+    argv = [floor, "--walks", str(cfg["floor_walks"]), "--min-cpu-ms", str(cfg["floor_cpu_ms"])]
+    argv += ["cgroup", target] if mode == "cgroup" else [str(target), mode]
+    out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=120)
+    line = out.stdout.strip()
+    if out.returncode != 0 or not line.startswith("ok "):
+        raise RuntimeError(f"floor {mode}: {line or out.stderr.strip() or out.returncode}")
+    entry = {k: float(v) if "." in v else int(v)
+             for k, v in (kv.split("=", 1) for kv in line.split()[1:])}
+    if entry["members"] != members:
+        raise RuntimeError(f"floor {mode} found {entry['members']} processes, not {members}")
     return entry
 
 
-def measure_probe_cost(builds, cfg, errlog, res):
+def run_watchd(argv, n, span, errlog, settle_s=0.3, during=None, graceful=False):
+    """Starts `argv -- tree of n`, lets it settle for settle_s, then reads its CPU time
+    (schedstat, ns) and voluntary context switches (one per probe: the poll that wakes it) over
+    `span`. Then `during(proc)`, if given, runs while the tree still stands; its result goes to
+    "during". graceful: end watchd with SIGTERM (a watchd with a cgroup removes it on its way
+    out), then kill what it left: the one tree of this run, adopted by us, the subreaper."""
+    p = start(argv + ["--"] + tree_command(n), errlog)
+    try:
+        def tree_up():
+            if p.poll() is not None:
+                raise RuntimeError(f"{shlex.join(argv)} exited with status {p.returncode}")
+            return len(descendants(p.pid)) >= n
+        wait_for(tree_up, 120, f"a tree of {n} processes under watchd",
+                 poll_s=0.01 if n < 1000 else 0.2)
+        time.sleep(settle_s)
+        others = len(all_pids()) - n - 1
+        t0, c0, v0 = time.monotonic(), cpu_ns(p.pid), ctxt_switches(p.pid)[0]
+        time.sleep(span)
+        t1, c1, v1 = time.monotonic(), cpu_ns(p.pid), ctxt_switches(p.pid)[0]
+        members = len(descendants(p.pid))
+        if p.poll() is not None or members != n:
+            raise RuntimeError(f"tree of {n}: watchd or its tree changed during the span "
+                               f"({members} processes)")
+        entry = {"command": shlex.join(argv + ["--", "sh", "-c", "…"]), "span_s": t1 - t0,
+                 "cpu_ns": c1 - c0, "voluntary_switches": v1 - v0, "other_processes": others,
+                 "vmrss_kib": kib(proc_status(p.pid)["VmRSS"])}
+        if during is not None:
+            entry["during"] = during(p)
+        if graceful:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                log(f"  {argv[0]} did not end within 20 s of SIGTERM; killing its tree")
+            else:
+                # Nothing else of ours runs now: whatever is below us is what watchd left.
+                left = descendants(os.getpid())
+                entry["left_running"] = len(left)
+                for pid in left:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        return entry
+    finally:
+        kill_tree(p)
+
+
+def probe_entry(baseline, probing, interval):
+    """CPU per probe: probing's CPU minus baseline's rate over probing's span, over the probes
+    that span holds."""
+    base_rate = baseline["cpu_ns"] / baseline["span_s"]
+    probes = probing["span_s"] / interval
+    per_probe_ns = (probing["cpu_ns"] - base_rate * probing["span_s"]) / probes
+    # A cross-check of `probes`: one voluntary switch per probe, beyond the baseline's rate.
+    woken = (probing["voluntary_switches"]
+             - baseline["voluntary_switches"] * probing["span_s"] / baseline["span_s"])
+    return {"baseline": baseline, "probing": probing, "interval_s": interval, "probes": probes,
+            "probes_woken": woken, "per_probe_us": per_probe_ns / 1e3,
+            "cpu_share": per_probe_ns / (PROBE_INTERVAL_S * 1e9)}
+
+
+def probe_cost_of(watchd, n, span, errlog, evidence="cpu,io"):
+    """watchd's CPU per probe with a tree of n sleeping processes: the CPU it uses over `span`
+    at --interval 100ms, minus its CPU rate with the same tree at --interval 1h (no probes)."""
+    interval = probe_interval(n)
+    base = run_watchd([watchd, "--stall", "1h", "--interval", "1h"], n, span, errlog)
+    pr = run_watchd([watchd, "--stall", "1h", "--evidence", evidence, "--interval",
+                     duration_arg(interval)], n, span, errlog, settle_s=settle(interval))
+    return probe_entry(base, pr, interval)
+
+
+def settle(interval):
+    """Time to let a probing watchd find its rhythm before the span: three probes."""
+    return max(3 * interval, 0.3)
+
+
+class OwnCgroup:
+    """A cgroup of the bench's own, below its cgroup2 cgroup, for the cgroup floor while no
+    watchd build has --cgroup. Its path is written to `record` (for run.sh's clean-up) while
+    it exists."""
+
+    def __init__(self, token, record):
+        mine = cgroup_dir(os.getpid())
+        if mine is None:
+            raise OSError("no cgroup2 hierarchy shows the bench's cgroup")
+        self.path = os.path.join(mine, f"watchd-bench-{token}")
+        self.record = record
+        os.mkdir(self.path)
+        with open(record, "w") as f:
+            f.write(self.path + "\n")
+
+    def tree(self, n, errlog):
+        """A tree of n sleeping processes, the first placed in this cgroup before it forks."""
+        enter = 'echo $$ > "$1/cgroup.procs" && exec sh -c "$2"'
+        return start(["sh", "-c", enter, "sh", self.path, tree_script(n)], errlog)
+
+    def procs(self):
+        with open(os.path.join(self.path, "cgroup.procs")) as f:
+            return len(f.read().split())
+
+    def remove(self):
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(self.path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # EBUSY until the last member is reaped
+                if time.monotonic() > deadline:
+                    raise
+                reap_orphans()
+                time.sleep(0.05)
+        os.unlink(self.record)
+
+
+def own_cgroup_floor(cg, n, floor, cfg, errlog):
+    p = cg.tree(n, errlog)
+    try:
+        def tree_up():
+            if p.poll() is not None:
+                raise RuntimeError(f"the tree could not enter {cg.path} "
+                                   f"(status {p.returncode})")
+            return cg.procs() >= n
+        wait_for(tree_up, 120, f"{n} processes in {cg.path}", poll_s=0.01 if n < 1000 else 0.2)
+        entry = run_floor(floor, cg.path, "cgroup", cfg, n)
+        entry["cgroup"] = cg.path
+        return entry
+    finally:
+        kill_tree(p)
+
+
+def measure_probe_cost(builds, cfg, errlog, res, floor, out):
     """Every tree size with every watchd build, the builds' order alternating from one size to
-    the next so that a drift of the machine does not always land on the same build."""
+    the next so that a drift of the machine does not always land on the same build. Per build
+    and size: a baseline run (--interval 1h), during which floor.c walks the same tree in each
+    evidence set's way; a probing run per evidence set; and, where the build has --cgroup, a
+    baseline and a probing run with `--cgroup on --evidence cpu` and the cgroup floor on the
+    cgroup that watchd made."""
     span = cfg["probe_span_s"]
-    for i, n in enumerate(cfg["probe_sizes"]):
-        for key, binary in (builds if i % 2 == 0 else builds[::-1]):
-            entry = probe_cost_of(binary, n, span, errlog)
-            res["probe"].setdefault(key, {})[str(n)] = entry
-            log(f"  {key}, tree of {n}: {entry['per_probe_us']:.1f} µs per probe")
+    flags = {key: supports_cgroup(binary) for key, binary in builds}
+    res["cgroup_flag"] = flags
+    res["probe_intervals"] = {str(n): probe_interval(n) for n in cfg["probe_sizes"]}
+    own = None
+    if not any(flags.values()):
+        try:
+            own = OwnCgroup(res["token"], os.path.join(out, "cgroup-floor.path"))
+        except OSError as err:
+            res["floor_cgroup_own_na"] = f"n/a (no cgroup of the bench's own: {err})"
+            log(f"  cgroup floor: {res['floor_cgroup_own_na']}")
+    try:
+        for i, n in enumerate(cfg["probe_sizes"]):
+            measure_size(builds if i % 2 == 0 else builds[::-1], n, i, flags, cfg, errlog, res,
+                         floor, span)
+            if own is not None:
+                entry = own_cgroup_floor(own, n, floor, cfg, errlog)
+                res["floor_cgroup_own"][str(n)] = entry
+                log(f"  cgroup floor, {n} processes in the bench's cgroup: "
+                    f"{entry['mean_us']:.1f} µs per walk")
+    finally:
+        if own is not None:
+            own.remove()
     # A tree of 1 on a machine with many unrelated processes: what processes outside the tree
     # cost a probe (the tree walk starts at watchd, so ideally nothing).
     m = cfg["probe_sizes"][-1]
     bystanders = start(tree_command(m), errlog)
     try:
         wait_for(lambda: len(descendants(bystanders.pid)) >= m - 1, 120,
-                 f"{m} unrelated processes")
+                 f"{m} unrelated processes", poll_s=0.2)
         for key, binary in builds[::-1]:
             entry = probe_cost_of(binary, 1, span, errlog)
             entry["bystanders"] = m
@@ -534,6 +739,74 @@ def measure_probe_cost(builds, cfg, errlog, res):
                 f"{entry['per_probe_us']:.1f} µs per probe")
     finally:
         kill_tree(bystanders)
+
+
+def tree_cgroup(watchd_pid):
+    """The cgroup directory of watchd's main child, if it is not watchd's own."""
+    child = next((c for c, pp in parent_map().items() if pp == watchd_pid), None)
+    path = cgroup_dir(child) if child is not None else None
+    return path if path is not None and path != cgroup_dir(watchd_pid) else None
+
+
+def measure_size(builds, n, turn, flags, cfg, errlog, res, floor, span):
+    interval = probe_interval(n)
+    arg = duration_arg(interval)
+    for key, binary in builds:
+        def floors(p):
+            return {ev: run_floor(floor, p.pid, ev, cfg, n) for ev in EVIDENCE_SETS}
+        base = run_watchd([binary, "--stall", "1h", "--interval", "1h"], n, span, errlog,
+                          during=floors)
+        res["floor"].setdefault(str(n), {})[key] = base.pop("during")
+        for ev in EVIDENCE_SETS if turn % 2 == 0 else EVIDENCE_SETS[::-1]:
+            pr = run_watchd([binary, "--stall", "1h", "--evidence", ev, "--interval", arg],
+                            n, span, errlog, settle_s=settle(interval))
+            entry = probe_entry(base, pr, interval)
+            res["probe" if ev == "cpu,io" else "probe_evidence_cpu"].setdefault(
+                key, {})[str(n)] = entry
+            log(f"  {key}, tree of {n}, --evidence {ev}: {entry['per_probe_us']:.1f} µs per "
+                f"probe; floor {res['floor'][str(n)][key][ev]['mean_us']:.1f} µs")
+        if flags[key]:
+            res["probe_cgroup"].setdefault(key, {})[str(n)] = cgroup_cost_of(
+                binary, n, interval, span, cfg, errlog, floor)
+            log(f"  {key}, tree of {n}, --cgroup on --evidence cpu: "
+                f"{res['probe_cgroup'][key][str(n)]['per_probe_us']:.1f} µs per probe")
+
+
+def cgroup_cost_of(binary, n, interval, span, cfg, errlog, floor):
+    """`--cgroup on --evidence cpu`: CPU per probe as probe_cost_of measures it, and the
+    cgroup floor on the cgroup watchd made for the tree (found during the baseline run).
+    watchd is ended with SIGTERM, so that it removes its cgroup; one it leaves is noted
+    (`left_behind`) and removed once empty."""
+    argv = [binary, "--cgroup", "on", "--evidence", "cpu", "--stall", "1h"]
+    seen = []
+
+    def find(p):
+        path = tree_cgroup(p.pid)
+        if path is None:
+            raise RuntimeError("--cgroup on: the tree has no cgroup of its own")
+        seen.append(path)
+        return path
+
+    def with_floor(p):
+        path = find(p)
+        return dict(run_floor(floor, path, "cgroup", cfg, n), cgroup=path)
+
+    try:
+        base = run_watchd(argv + ["--interval", "1h"], n, span, errlog, during=with_floor,
+                          graceful=True)
+        pr = run_watchd(argv + ["--interval", duration_arg(interval)], n, span, errlog,
+                        settle_s=settle(interval), during=find, graceful=True)
+    finally:
+        left = [path for path in seen if os.path.isdir(path)]
+        for path in left:
+            try:
+                os.rmdir(path)
+            except OSError as err:
+                log(f"  cannot remove {path}, left behind by watchd: {err.strerror}")
+    entry = probe_entry(base, pr, interval)
+    entry["floor"] = base.pop("during")
+    entry["left_behind"] = left
+    return entry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -659,7 +932,11 @@ def report(res, ws, quick):
     for b in builds:
         cols += [f"{SHORT[b]}: CPU per probe (µs)", "× tree of 1", "CPU share at 100 ms",
                  "RSS (MiB)"]
-    lines += ["", "watchd probe cost (`--stall 1h --interval 100ms`, tree of N sleeping processes, "
+    longer = [f"{duration_arg(v)} for {n}"
+              for n, v in (res.get("probe_intervals") or {}).items() if v != PROBE_INTERVAL_S]
+    evidence = " --evidence cpu,io" if "floor" in res else ""
+    lines += ["", f"watchd probe cost (`--stall 1h{evidence} --interval 100ms`"
+              + (f" ({', '.join(longer)})" if longer else "") + ", tree of N sleeping processes, "
               "minus the same tree with `--interval 1h`), both builds:", "",
               "| " + " | ".join(["tree (processes)"] + cols
                                 + ["other processes on the machine"]) + " |",
@@ -701,10 +978,132 @@ def report(res, ws, quick):
     res["probe_growth_us_per_process"] = per_process
     if growth:
         lines += ["", "Growth: " + " ".join(growth)]
+    lines += floor_table(res, builds, failed)
     if quick:
         lines += ["", "(--quick: few iterations, small trees, short spans — a smoke run, "
                       "not figures to quote.)"]
     return "\n".join(lines), failed
+
+
+def floor_table(res, builds, failed):
+    """Probe cost at the floor: each build's CPU per probe against floor.c's CPU per walk of
+    the same files, per evidence set and tree size, and through a cgroup. [] for runs from
+    before the floor was measured."""
+    if "floor" not in res:
+        return []
+    sizes = [str(n) for n in res["config"]["probe_sizes"]]
+    flags = res.get("cgroup_flag", {})
+    header = (["probe, tree of N sleeping processes: CPU per probe (µs)"]
+              + [SHORT[b] for b in builds] + ["floor"] + [f"{SHORT[b]} / floor" for b in builds]
+              + ["target"] + [f"verdict, {SHORT[b]}" for b in builds])
+    rows = []
+
+    def mean_floor(per_build, *path):
+        vals = [get(per_build, b, *path) for b in builds]
+        vals = [v for v in vals if v is not None]
+        return statistics.fmean(vals) if vals else None
+
+    def row(name, values, floor, target, check, na=None):
+        """values: build -> µs or None; na: build -> the text standing for a figure that
+        cannot exist (not a failure)."""
+        na = na or {}
+        cells, ratios, verdicts = [], [], []
+        for b in builds:
+            v = values.get(b)
+            if b in na:
+                cells.append(na[b])
+            elif v is None:
+                failed.append(f"{name} [{SHORT[b]}]")
+                cells.append("FAIL")
+            else:
+                cells.append(fmt(v, 1))
+            ratios.append(fmt(v / floor) if (v is not None and isinstance(floor, float)) else "—")
+            if check is None:
+                verdicts.append("")
+            elif b in na:
+                verdicts.append("n/a")
+            elif v is None or floor is None:
+                verdicts.append("FAIL")
+            else:
+                verdicts.append("meets" if check(v, floor) else "MISSES")
+        if floor is None:
+            failed.append(f"{name} [floor]")
+        floor_cell = fmt(floor, 1) if not isinstance(floor, str) else floor
+        rows.append([name] + cells + [floor_cell] + ratios + [target] + verdicts)
+
+    for ev, store, files in [("cpu,io", "probe", "stat + children + io"),
+                             ("cpu", "probe_evidence_cpu", "stat + children")]:
+        for n in sizes:
+            row(f"/proc, `--evidence {ev}`, N = {n} (floor: {files} per member)",
+                {b: get(res, store, b, n, "per_probe_us") for b in builds},
+                mean_floor(get(res, "floor", n) or {}, ev, "mean_us"),
+                f"÷ floor ≤ {FLOOR_RATIO_TARGET}",
+                lambda v, f: v <= FLOOR_RATIO_TARGET * f)
+    own = not any(flags.get(b) for b in builds)
+    for n in sizes:
+        if own:
+            floor = get(res, "floor_cgroup_own", n, "mean_us")
+            if floor is None:
+                floor = res.get("floor_cgroup_own_na")
+            where = "a cgroup the bench made"
+        else:
+            floor = mean_floor(get(res, "probe_cgroup") or {}, n, "floor", "mean_us")
+            where = "watchd's cgroup"
+        at_target = int(n) == CGROUP_TARGET_N
+        row(f"cgroup, `--cgroup on --evidence cpu`, N = {n} (floor: cgroup.procs + cpu.stat "
+            f"of {where})",
+            {b: get(res, "probe_cgroup", b, n, "per_probe_us") for b in builds},
+            floor, f"≤ {CGROUP_TARGET_US:.0f} µs" if at_target else "",
+            (lambda v, f: v <= CGROUP_TARGET_US) if at_target else None,
+            na={b: NO_CGROUP_FLAG for b in builds if not flags.get(b)})
+
+    lines = ["", "Probe cost at the floor: watchd's CPU per probe (as above) against floor.c's "
+             "CPU per walk of the same files, each opened, read and closed once "
+             "(bench/README.md, \"Probe cost at the floor\"):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+
+    # Per extra member, between the two largest trees: what the targets come down to.
+    if len(sizes) >= 2:
+        mid, big = sizes[-2], sizes[-1]
+        per = []
+        for ev, store in [("cpu,io", "probe"), ("cpu", "probe_evidence_cpu")]:
+            parts = []
+            for b in builds:
+                hi, lo = get(res, store, b, big, "per_probe_us"), get(res, store, b, mid,
+                                                                        "per_probe_us")
+                if hi is not None and lo is not None:
+                    parts.append(f"{SHORT[b]} {(hi - lo) / (int(big) - int(mid)):.2f}")
+            f_hi = mean_floor(get(res, "floor", big) or {}, ev, "mean_us")
+            f_lo = mean_floor(get(res, "floor", mid) or {}, ev, "mean_us")
+            walk = get(res, "floor", big, builds[0], ev)
+            if f_hi is not None and f_lo is not None and walk:
+                parts.append(f"floor {(f_hi - f_lo) / (int(big) - int(mid)):.2f} (a walk of "
+                             f"{big} opens {walk['files']} files and makes {walk['reads']} "
+                             "reads)")
+            per.append(f"`--evidence {ev}`: " + ", ".join(parts))
+        lines += ["", f"Per extra tree process, between {mid} and {big} (µs per probe): "
+                  + "; ".join(per) + "."]
+    checks = []
+    for store in ["probe", "probe_evidence_cpu", "probe_cgroup"]:
+        for b, by_n in (res.get(store) or {}).items():
+            for n, e in by_n.items():
+                woken, probes = e.get("probes_woken"), e.get("probes")
+                if woken is not None and abs(woken - probes) > 0.1 * probes + 1:
+                    checks.append(f"{store} {SHORT[b]} {n}: {woken:.0f} wake-ups for "
+                                  f"{probes:.0f} probes")
+    if checks:
+        lines += ["", "Probe count check (one wake-up per probe expected): " + "; ".join(checks)]
+    leftovers = []
+    for b, by_n in (res.get("probe_cgroup") or {}).items():
+        for n, e in by_n.items():
+            running = sum(get(e, run, "left_running") or 0 for run in ["baseline", "probing"])
+            if e.get("left_behind") or running:
+                leftovers.append(f"{SHORT[b]}, tree of {n}: {running} processes left running, "
+                                 f"cgroups left behind: {', '.join(e['left_behind']) or 'none'}")
+    if leftovers:
+        lines += ["", "After SIGTERM, `--cgroup on` watchd left: " + "; ".join(leftovers)]
+    return lines
 
 
 def machine_info(watchd, watchd_static):
@@ -757,7 +1156,24 @@ def machine_info(watchd, watchd_static):
         except OSError:
             pass
     info["source_digest"] = h.hexdigest()[:16]
+    info["commit"] = git_commit(repo)
     return info
+
+
+def git_commit(repo):
+    """HEAD of the checkout, and whether its sources differ from it; "unknown" without git."""
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", "src",
+                                "Cargo.toml", "Cargo.lock"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    changed = " + uncommitted changes to src/ or Cargo.*" if dirty.stdout.strip() else ""
+    return head.stdout.strip() + changed
 
 
 def render(res, ws):
@@ -777,7 +1193,8 @@ def render(res, ws):
         "- binaries: " + "; ".join(m[k] for k in m if k.endswith("_binary")),
         f"- watchd measured: sha256 {m['watchd_sha256']}… (dynamic), "
         f"{m.get('watchd_static_sha256', '?')}… (static), both built from sources with digest "
-        f"{m['source_digest']}… (src/, Cargo.toml, Cargo.lock)",
+        f"{m['source_digest']}… (src/, Cargo.toml, Cargo.lock), commit "
+        f"{m.get('commit', 'unknown')}",
         f"- notes: {notes}; plain `timeout 1h` sent SIGUSR1: "
         f"{res.get('signals_plain_timeout', '?')}",
         "",
@@ -797,6 +1214,7 @@ def main():
     ap.add_argument("--watchd", help="the release build")
     ap.add_argument("--watchd-static", help="the static (+crt-static) release build")
     ap.add_argument("--siglat")
+    ap.add_argument("--floor", help="floor.c's binary: the probe's files and nothing else")
     ap.add_argument("--out", help="directory for results.json / results.md")
     ap.add_argument("--token")
     ap.add_argument("--quick", action="store_true")
@@ -814,7 +1232,7 @@ def main():
                                               res["machine"].get("watchd_static_path")))
         print(text)
         return 1 if failed or res["errors"] else 0
-    for name in ["watchd", "watchd_static", "siglat", "out", "token"]:
+    for name in ["watchd", "watchd_static", "siglat", "floor", "out", "token"]:
         if getattr(args, name) is None:
             ap.error(f"--{name.replace('_', '-')} is required (or --render)")
     if not elf_kind(args.watchd_static).startswith("static"):
@@ -832,13 +1250,15 @@ def main():
     res = {"config": dict(cfg, quick=args.quick),
            "machine": machine_info(args.watchd, args.watchd_static),
            "startup": {}, "rss": {}, "signals": {}, "wakeups": {}, "probe": {},
-           "probe_bystanders": {}, "errors": {},
+           "probe_bystanders": {}, "probe_evidence_cpu": {}, "probe_cgroup": {}, "floor": {},
+           "floor_cgroup_own": {}, "token": args.token, "errors": {},
            "notes": {w.key: w.note for w in ws if w.note}}
     errlog = open(os.path.join(args.out, "wrappers.stderr"), "w")
     phases = [
         ("start-up", lambda: measure_startup(ws, cfg, tmp, res)),
         ("signal latency", lambda: measure_signals(ws, args.siglat, cfg, tmp, res)),
-        ("probe cost", lambda: measure_probe_cost(watchd_builds(ws), cfg, errlog, res)),
+        ("probe cost", lambda: measure_probe_cost(watchd_builds(ws), cfg, errlog, res,
+                                                  args.floor, args.out)),
         ("RSS and idle wake-ups", lambda: measure_idle(ws, cfg, errlog, res)),
     ]
     try:

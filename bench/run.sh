@@ -5,8 +5,8 @@
 #
 # Builds watchd (release) into $CARGO_TARGET_DIR or target/, and its static build (+crt-static)
 # into <target>/static/, installs tini, dumb-init and hyperfine from Debian if missing (as root),
-# compiles the signal-latency helper with gcc, runs every measurement and prints the table;
-# results.json and results.md land in <target>/bench/.
+# compiles the signal-latency and probe-floor helpers with gcc, runs every measurement and
+# prints the tables; results.json and results.md land in <target>/bench/.
 # --quick: few iterations, small trees, short spans (a smoke run, well under a minute once
 # built). Exits non-zero if any measurement failed to produce a number.
 set -euo pipefail
@@ -68,6 +68,7 @@ echo "bench: building watchd (release, +crt-static, $triple) into $static_target
 static_watchd=$static_target/$triple/release/watchd
 mkdir -p "$out"
 gcc -O2 -Wall -Wextra -o "$out/siglat" "$repo/bench/siglat.c"
+gcc -O2 -Wall -Wextra -o "$out/floor" "$repo/bench/floor.c"
 
 # Every process of the run inherits this token; on any exit, whatever still carries it dies.
 token="$$-$(date +%s%N)-$RANDOM"
@@ -99,6 +100,16 @@ cleanup() {
         ((found)) || break
         sleep 0.1
     done
+    # The cgroup bench.py made for the cgroup floor, if it could not remove it itself (its
+    # processes are gone by now, so it is empty). Only a name of this run's.
+    local cg_record=$out/cgroup-floor.path cg
+    if [[ -f $cg_record ]]; then
+        cg=$(<"$cg_record")
+        if [[ ${cg##*/} == "watchd-bench-$token" && -d $cg ]]; then
+            rmdir "$cg" 2>/dev/null || echo "bench/run.sh: could not remove $cg" >&2
+        fi
+        rm -f "$cg_record"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -106,6 +117,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 python3 "$repo/bench/bench.py" --watchd "$target/release/watchd" \
-    --watchd-static "$static_watchd" --siglat "$out/siglat" --out "$out" --token "$token" "${quick[@]}" &
+    --watchd-static "$static_watchd" --siglat "$out/siglat" --floor "$out/floor" --out "$out" --token "$token" "${quick[@]}" &
 bench_pid=$!
 wait "$bench_pid"
