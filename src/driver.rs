@@ -220,6 +220,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         oom_before,
         prober,
         sampler: Sampler::new(),
+        started,
         reporter,
         signals: Vec::new(),
         outcome: None,
@@ -281,6 +282,8 @@ struct Driver {
     oom_before: OomCounters,
     prober: Prober,
     sampler: Sampler,
+    /// When the command was started: the origin of the machine's probe times.
+    started: Instant,
     reporter: Reporter,
     /// Scratch for signals read from the signalfd.
     signals: Vec<sys::SigInfo>,
@@ -613,8 +616,9 @@ impl Driver {
             let left = dump.until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let skipped = dump.pids.len() + 1;
+                let processes = if skipped == 1 { "process" } else { "processes" };
                 self.reporter.warn(format!(
-                    "--dump-cmd: the --dump-wait ran out; skipped {skipped} processes"
+                    "--dump-cmd: the --dump-wait ran out; skipped {skipped} {processes}"
                 ));
                 break;
             }
@@ -789,7 +793,11 @@ impl Driver {
                 let exclude = self.exclude();
                 let members: Vec<crate::dump::Member> =
                     self.prober.scan(&exclude).procs.iter().map(Into::into).collect();
-                let snap = crate::dump::snapshot(&members, |_, _| None, Instant::now() + DUMP_READ);
+                let now = Instant::now();
+                let at = now.saturating_duration_since(self.started);
+                let sampler = &self.sampler;
+                let idle = |pid, starttime| sampler.idle(pid, starttime, at);
+                let snap = crate::dump::snapshot(&members, idle, now + DUMP_READ);
                 let lines = crate::dump::render_text(&snap, self.main_pid, crate::dump::TEXT_MAX);
                 let mut processes = String::new();
                 crate::dump::write_event_json(&snap, &mut processes);

@@ -62,11 +62,22 @@ pub struct Sampler {
     baseline_taken: bool,
     cpu_ticks: u64,
     io_bytes: u64,
-    /// Processes of the previous scan -> the highest io_bytes read from each (`None`: never
-    /// readable yet). Rebuilt from each scan, so processes that are gone are dropped.
-    prev: HashMap<(i32, u64), Option<u64>>,
+    /// Processes of the previous scan -> what was last read of each. Rebuilt from each scan,
+    /// so processes that are gone are dropped.
+    prev: HashMap<(i32, u64), Seen>,
     /// Empty between calls: scratch for the next `prev`, swapped in so both keep their capacity.
-    next: HashMap<(i32, u64), Option<u64>>,
+    next: HashMap<(i32, u64), Seen>,
+}
+
+/// One process as the sampler last saw it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The highest io_bytes read (`None`: never readable yet).
+    io: Option<u64>,
+    ticks: u64,
+    /// When its ticks were last seen to grow; `None` until they have grown once while
+    /// watched, since the first reading says nothing of when they last moved.
+    grew: Option<Duration>,
 }
 
 impl Sampler {
@@ -90,16 +101,12 @@ impl Sampler {
             let Entry::Vacant(slot) = self.next.entry(key) else {
                 continue; // the same process twice in one scan: count it once
             };
-            let last = match self.prev.get(&key) {
-                Some(&last) => last,
-                None => {
-                    if self.baseline_taken {
-                        new_procs = new_procs.saturating_add(1);
-                    }
-                    None
-                }
-            };
-            slot.insert(match (last, p.io_bytes) {
+            let before = self.prev.get(&key).copied();
+            if before.is_none() && self.baseline_taken {
+                new_procs = new_procs.saturating_add(1);
+            }
+            let last = before.and_then(|b| b.io);
+            let io = match (last, p.io_bytes) {
                 (Some(last), Some(now)) => {
                     self.io_bytes = self.io_bytes.saturating_add(now.saturating_sub(last));
                     Some(last.max(now))
@@ -110,7 +117,13 @@ impl Sampler {
                 }
                 // Unreadable this time: no news, keep comparing against the last reading.
                 (last, None) => last,
-            });
+            };
+            let grew = match before {
+                Some(b) if p.ticks > b.ticks => Some(at),
+                Some(b) => b.grew,
+                None => None,
+            };
+            slot.insert(Seen { io, ticks: p.ticks.max(before.map_or(0, |b| b.ticks)), grew });
             measured = measured.saturating_add(p.ticks);
             if !matches!(p.state, b'Z' | b'X') {
                 processes = processes.saturating_add(1);
@@ -141,6 +154,13 @@ impl Sampler {
             gpu: None,
             pressure: None,
         }
+    }
+
+    /// How long before `now` the process's CPU time (its children's reaped time included)
+    /// was last seen to grow, to the probe interval; `None` if it has not grown while watched.
+    pub fn idle(&self, pid: i32, starttime: u64, now: Duration) -> Option<Duration> {
+        let grew = self.prev.get(&(pid, starttime))?.grew?;
+        Some(now.saturating_sub(grew))
     }
 }
 
@@ -213,6 +233,29 @@ mod tests {
         assert_eq!(d.cpu_ticks, 65);
         let e = sampler.sample(&scan(66, vec![]), secs(5));
         assert_eq!(e.cpu_ticks, 66);
+    }
+
+    #[test]
+    fn idle_counts_from_the_probe_that_saw_cpu_time_grow() {
+        let mut sampler = Sampler::new();
+        let busy = |ticks| p(10, b'R', ticks, None, 0);
+        sampler.sample(&scan(0, vec![busy(5), p(11, b'S', 1, None, 0)]), secs(1));
+        // The first reading says nothing of when the ticks last moved.
+        assert_eq!(sampler.idle(10, 1010, secs(1)), None);
+        sampler.sample(&scan(0, vec![busy(9), p(11, b'S', 1, None, 0)]), secs(2));
+        assert_eq!(sampler.idle(10, 1010, secs(2)), Some(secs(0)));
+        assert_eq!(sampler.idle(11, 1011, secs(2)), None);
+        // A dip (a reaped child not yet in cutime) and the way back are not growth.
+        sampler.sample(&scan(0, vec![busy(7)]), secs(3));
+        sampler.sample(&scan(0, vec![busy(9)]), secs(4));
+        assert_eq!(sampler.idle(10, 1010, secs(7)), Some(secs(5)));
+        // Another process under a reused pid is not the same process.
+        assert_eq!(sampler.idle(10, 99, secs(7)), None);
+        sampler.sample(&scan(0, vec![busy(10)]), secs(8));
+        assert_eq!(sampler.idle(10, 1010, secs(9)), Some(secs(1)));
+        // Gone from the tree: forgotten.
+        sampler.sample(&scan(0, vec![]), secs(9));
+        assert_eq!(sampler.idle(10, 1010, secs(9)), None);
     }
 
     #[test]
