@@ -42,6 +42,9 @@ complete -c watchd -l forward-to -d 'Where forwarded signals go: the child, its 
 group\t''
 tree\t''"
 complete -c watchd -l pdeathsig -d 'Signal the child gets when watchd dies' -r
+complete -c watchd -l cgroup -d 'Run the command in a cgroup of its own: auto (where watchd\'s cgroup is delegated to it), on (required), off' -r -f -a "auto\t'Only where watchd\'s cgroup is its to manage: delegated to it, or PID 1 at the root of its cgroup namespace'
+on\t'Required: if it cannot be had, watchd exits 125 without starting the command'
+off\t'Never: the tree is what /proc shows'"
 complete -c watchd -l events -d 'Write JSON-lines events to PATH (- for stderr)' -r -F
 complete -c watchd -l metrics-file -d 'Rewrite PATH after each probe with Prometheus text-format metrics' -r -F
 complete -c watchd -l notify -d 'Give the command a notify socket (NOTIFY_SOCKET, sd_notify: READY=1, WATCHDOG=1, ...)'
@@ -49,5 +52,5 @@ complete -c watchd -l no-cleanup -d 'Leave the rest of the tree running when the
 complete -c watchd -l no-subreaper -d 'Do not become a child subreaper (orphans escape the tree)'
 complete -c watchd -s v -l verbose -d 'Also report start, forwarded signals, reaped orphans and the exit'
 complete -c watchd -s q -l quiet -d 'Print nothing but usage errors'
-complete -c watchd -s h -l help -d 'Print help'
+complete -c watchd -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c watchd -s V -l version -d 'Print version'

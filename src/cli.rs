@@ -190,6 +190,11 @@ pub struct Cli {
     #[arg(long, allow_hyphen_values = true, value_name = "SIGNAL", env = "WATCHD_PDEATHSIG", default_value = "KILL", value_parser = signals::parse, help_heading = PROCESS)]
     pub pdeathsig: Signal,
 
+    /// Run the command in a cgroup of its own: auto (where watchd's cgroup is delegated to it),
+    /// on (required), off
+    #[arg(long, value_name = "WHEN", env = "WATCHD_CGROUP", default_value = "auto", value_enum, help_heading = PROCESS)]
+    pub cgroup: crate::cgroup::Mode,
+
     /// Write JSON-lines events to PATH (- for stderr)
     #[arg(long, allow_hyphen_values = true, value_name = "PATH", env = "WATCHD_EVENTS", help_heading = OUTPUT)]
     pub events: Option<PathBuf>,

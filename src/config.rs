@@ -47,6 +47,7 @@ pub struct Config {
     pub cleanup: bool,
     pub subreaper: bool,
     pub pdeathsig: Signal,
+    pub cgroup: crate::cgroup::Mode,
     pub events: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
     pub verbosity: Level,
@@ -164,6 +165,7 @@ impl Config {
             cleanup: !cli.no_cleanup,
             subreaper: !cli.no_subreaper,
             pdeathsig: cli.pdeathsig,
+            cgroup: cli.cgroup,
             events: cli.events,
             metrics_file: cli.metrics_file,
             verbosity: match (cli.quiet, cli.verbose) {

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
+use crate::cgroup::{Cgroup, Decision, EventsWatch, Facts, Mode};
 use crate::cli::{ForwardTo, StopScope};
 use crate::config::{Config, HealthCheck};
 use crate::exit::{ChildEnd, Ending, Outcome};
@@ -19,7 +20,7 @@ use crate::health::{HealthUrl, HttpCheck, Interest};
 use crate::helper_run::{Output, SideCommand, SideStatus};
 use crate::machine::{Action, AfterTerminal, Event, Incoming, Machine, Reap, Settings};
 use crate::notify::{NotifySocket, Upstream};
-use crate::probe::{OomCounters, Prober, ProcView, Sample, Sampler};
+use crate::probe::{Needs, OomCounters, Prober, ProcView, Sample, Sampler};
 use crate::report::{self, Reporter};
 use crate::signals::{
     self, SIGCHLD, SIGCONT, SIGKILL, SIGPIPE, SIGTTIN, SIGTTOU, Signal, SignalSet,
@@ -147,15 +148,39 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
             false
         }
     };
+    let cgroup = contain(config.cgroup, proc_ok, self_pid, &mut reporter)?;
+    let reporting = config.events.is_some() || config.metrics_file.is_some();
+    let needs =
+        Needs { io: config.evidence_io || reporting, stat: config.max_rss.is_some() || reporting };
+    let placement = match &cgroup {
+        Some(cg) => Some(
+            spawn::Placement::new(cg.dir_fd(), cg.procs_file())
+                .context("cannot hold the cgroup's directory open")?,
+        ),
+        None => None,
+    };
+    let cgroup_dir = cgroup.as_ref().map(|cg| cg.dir().display().to_string());
+    let events_watch =
+        cgroup.as_ref().map(Cgroup::watch).transpose().context("cannot watch cgroup.events")?;
     let prober = if proc_ok { Prober::new(self_pid) } else { Prober::blind(self_pid) };
-    let clk_tck = prober.clk_tck();
+    let mut prober = prober.with_needs(needs);
+    let oom_cgroup_before = match cgroup {
+        Some(mut cg) => {
+            let before = cg.oom_kills();
+            prober = prober.with_cgroup(cg);
+            before
+        }
+        None => None,
+    };
+    let clk_tck = prober.cpu_unit();
     let mut limits = config.limits(clk_tck);
     limits.evidence_notify = config.evidence_notify && notify.is_some();
     limits.evidence_gpu = false;
     limits.heartbeats = !config.heartbeat.is_empty();
     let oom_before = OomCounters::read();
     let started = Instant::now();
-    let options = spawn::Options { inherited, foreground, pdeathsig: config.pdeathsig };
+    let options =
+        spawn::Options { inherited, foreground, pdeathsig: config.pdeathsig, cgroup: placement };
     let spawned = spawn::Command::new(&config.command, &env, child_notify.watchdog_pid)
         .and_then(|mut command| spawn::start(&mut command, &options).map(|s| (command, s)));
     let (command, spawn::Started { pid: main_pid, exec }) = match spawned {
@@ -193,7 +218,8 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         restart: config.restart,
         dump: config.dump.clone(),
     };
-    let (machine, start) = Machine::new(settings, limits, main_pid, &config.command, None, started);
+    let (machine, start) =
+        Machine::new(settings, limits, main_pid, &config.command, cgroup_dir, started);
     let heartbeats = config.heartbeat.iter().map(|p| (p.clone(), stamp(p))).collect();
     let mut driver = Driver {
         machine,
@@ -218,6 +244,10 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         inherited,
         proc_ok,
         oom_before,
+        oom_cgroup_before,
+        events_watch,
+        placed: None,
+        reporting,
         prober,
         sampler: Sampler::new(),
         started,
@@ -225,8 +255,48 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         signals: Vec::new(),
         outcome: None,
     };
+    driver.said_placement();
     driver.execute(start, started);
-    Ok(driver.run())
+    let outcome = driver.run();
+    driver.remove_cgroup();
+    Ok(outcome)
+}
+
+/// What `--cgroup` comes to here: the command's cgroup, or none (and why, with `-v`). `on`
+/// where it is impossible is an error: one line, exit 125, nothing started.
+fn contain(
+    mode: Mode,
+    proc_ok: bool,
+    self_pid: i32,
+    reporter: &mut Reporter,
+) -> Result<Option<Cgroup>> {
+    let decision = if proc_ok || mode == Mode::Off {
+        crate::cgroup::decide(mode, &Facts::read())
+    } else {
+        let why = "/proc is not this PID namespace's, so members cannot be told apart".to_string();
+        if mode == Mode::On { Decision::Fail { why } } else { Decision::Proc { why } }
+    };
+    match decision {
+        Decision::Fail { why } => anyhow::bail!("--cgroup on: {why}"),
+        Decision::Proc { why } => {
+            reporter.info(format!("no cgroup ({why}): the tree is what /proc shows"));
+            Ok(None)
+        }
+        Decision::Use { parent, why } => {
+            match Cgroup::create(&parent, &format!("watchd-{self_pid}")) {
+                Ok(cg) => {
+                    let dir = cg.dir().display();
+                    reporter.info(format!("the command runs in cgroup {dir} ({why})"));
+                    Ok(Some(cg))
+                }
+                Err(err) if mode == Mode::On => anyhow::bail!("--cgroup on: {err}"),
+                Err(err) => {
+                    reporter.info(format!("no cgroup ({err}): the tree is what /proc shows"));
+                    Ok(None)
+                }
+            }
+        }
+    }
 }
 
 /// What the health check is.
@@ -280,6 +350,14 @@ struct Driver {
     proc_ok: bool,
     /// The OOM killer's counters before the command started.
     oom_before: OomCounters,
+    /// The command's cgroup's `oom_kill` before the command started, where it has one.
+    oom_cgroup_before: Option<u64>,
+    /// The command's cgroup's `cgroup.events`, polled for the end of the tree.
+    events_watch: Option<EventsWatch>,
+    /// How the last main child was placed in the cgroup, as said with `-v`.
+    placed: Option<spawn::Placed>,
+    /// Events or metrics are written: samples carry pressure figures.
+    reporting: bool,
     prober: Prober,
     sampler: Sampler,
     /// When the command was started: the origin of the machine's probe times.
@@ -297,7 +375,7 @@ fn stamp(path: &PathBuf) -> Option<(u64, SystemTime)> {
 }
 
 impl Driver {
-    fn run(mut self) -> Outcome {
+    fn run(&mut self) -> Outcome {
         // Reaping waits for a SIGCHLD, or a timer wake-up (a probe or a deadline) as a safety
         // net, so forwarding a signal costs no wait4.
         let mut reap_due = true;
@@ -337,7 +415,8 @@ impl Driver {
     }
 
     /// Sleeps in the kernel until a signal arrives, a watched descriptor is ready, or the
-    /// machine's deadline passes; true if the deadline passed.
+    /// machine's deadline passes; true if the deadline passed or the cgroup emptied (a reap is
+    /// due either way).
     fn wait(&mut self) -> bool {
         use nix::poll::{PollFd, PollFlags};
         let timeout_ms = match self.machine.deadline() {
@@ -374,14 +453,22 @@ impl Driver {
             fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
             fds.len() - 1
         });
+        // cgroup.events reports a change (the tree emptied) as POLLPRI.
+        let cgroup_slot = self.events_watch.as_ref().map(|w| {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLPRI));
+            fds.len() - 1
+        });
         let waiting_output = self.reporter.waiting().next().is_some();
         fds.extend(self.reporter.waiting().map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
         let timed_out = sys::poll(&mut fds, timeout_ms);
         let ready =
             |slot: Option<usize>| slot.is_some_and(|i| fds[i].revents().is_some_and(|r| r != none));
-        let (exec_ready, check_ready, notify_ready) =
-            (ready(exec_slot), ready(check_slot), ready(notify_slot));
+        let (exec_ready, check_ready, notify_ready, cgroup_ready) =
+            (ready(exec_slot), ready(check_slot), ready(notify_slot), ready(cgroup_slot));
         drop(fds);
+        // Reading re-arms the notification; an empty tree is worth a reap.
+        let emptied = cgroup_ready
+            && self.events_watch.as_mut().and_then(EventsWatch::read).is_some_and(|e| !e.populated);
         if waiting_output {
             self.reporter.flush();
         }
@@ -394,7 +481,7 @@ impl Driver {
         if notify_ready {
             self.read_notify();
         }
-        timed_out
+        timed_out || emptied
     }
 
     /// Reads the main child's exec status. `reaped`: the child has been reaped, so the pipe
@@ -410,13 +497,20 @@ impl Driver {
                 }
                 false
             }
-            spawn::ExecStatus::Failed(errno) => {
+            status @ (spawn::ExecStatus::Failed(errno) | spawn::ExecStatus::JoinFailed(errno)) => {
                 self.exec = None;
                 if !reaped {
                     // It exits right after it writes: collect it so it leaves no zombie.
                     sys::wait_for(self.main_pid);
                 }
-                let err = self.command.failure(errno);
+                let err = if matches!(status, spawn::ExecStatus::JoinFailed(_)) {
+                    let err = std::io::Error::from_raw_os_error(errno);
+                    spawn::SpawnError::Internal(format!(
+                        "cannot put the command in its cgroup: {err}"
+                    ))
+                } else {
+                    self.command.failure(errno)
+                };
                 self.dispatch(Event::ExecFailed(err));
                 true
             }
@@ -472,6 +566,9 @@ impl Driver {
                 }
             }
         };
+        // With a cgroup, the tree is not over while anything is in it: an escapee that left
+        // watchd's descent (--no-subreaper) is no child of watchd's.
+        let children_left = children_left || self.populated();
         if !ends.is_empty() || !children_left {
             self.dispatch(Event::Reaped { ends, children_left });
         }
@@ -481,9 +578,7 @@ impl Driver {
     /// or an orphan of the tree.
     fn reaped(&mut self, pid: i32, end: ChildEnd) -> Option<Reap> {
         if pid == self.main_pid {
-            let oom = (end == ChildEnd::Killed(SIGKILL))
-                .then(|| OomCounters::read().rise_since(&self.oom_before))
-                .flatten();
+            let oom = (end == ChildEnd::Killed(SIGKILL)).then(|| self.oom_cause()).flatten();
             let held_terminal =
                 self.tty.as_ref().is_some_and(|t| t.foreground_group() == Some(pid));
             self.remember_gone(pid);
@@ -521,6 +616,82 @@ impl Driver {
         }
         self.remember_gone(pid);
         Some(Reap::Orphan { pid, end })
+    }
+
+    /// Why the main child died of SIGKILL, if the OOM killer did it: the command's own cgroup's
+    /// count where it has the memory controller, else watchd's memory cgroup or the machine's.
+    fn oom_cause(&mut self) -> Option<String> {
+        let before = self.oom_cgroup_before;
+        let now = self.prober.cgroup().and_then(Cgroup::oom_kills);
+        if let (Some(before), Some(now)) = (before, now)
+            && now > before
+        {
+            return Some(format!(
+                "the kernel's OOM killer: oom_kill of its cgroup rose by {}",
+                now - before
+            ));
+        }
+        OomCounters::read().rise_since(&self.oom_before)
+    }
+
+    /// The command's cgroup's pressure, as the sample carries it.
+    fn pressure(&mut self) -> Option<crate::probe::Pressure> {
+        let p = self.prober.cgroup()?.pressure();
+        Some(crate::probe::Pressure { cpu: p.cpu, io: p.io, memory: p.memory })
+    }
+
+    /// Something is in the command's cgroup (false without one).
+    fn populated(&mut self) -> bool {
+        self.prober.cgroup().and_then(|cg| cg.events()).is_some_and(|e| e.populated)
+    }
+
+    /// Says with `-v` how the main child was placed in its cgroup, when that changed.
+    fn said_placement(&mut self) {
+        let Some(placed) = self.options.cgroup.as_ref().map(spawn::Placement::last) else {
+            return;
+        };
+        if self.placed == Some(placed) {
+            return;
+        }
+        self.placed = Some(placed);
+        let how = match placed {
+            spawn::Placed::Clone3 => "born in its cgroup (clone3 CLONE_INTO_CGROUP)".to_string(),
+            spawn::Placed::Refused(errno) => format!(
+                "placed in its cgroup by fork and cgroup.procs (clone3: {})",
+                nix::errno::Errno::from_raw(errno).desc()
+            ),
+            spawn::Placed::KilledAtBirth => "placed in its cgroup by fork and cgroup.procs (the \
+                                              kernel killed a clone3 child at birth)"
+                .to_string(),
+        };
+        self.reporter.info(format!("the command was {how}"));
+    }
+
+    /// Removes the command's cgroup at the end, once it is empty; with leftovers kept
+    /// (--no-cleanup) it stays, and `-v` says so.
+    fn remove_cgroup(&mut self) {
+        let Some(mut cg) = self.prober.take_cgroup() else { return };
+        // The last member may still be on its way out (populated 0 comes a moment after the
+        // exit that the reap saw).
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            match cg.remove() {
+                Ok(()) => return,
+                Err(crate::cgroup::RemoveError::Populated) if Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match &mut self.events_watch {
+                        Some(watch) => {
+                            watch.wait_for(left, |e| !e.populated);
+                        }
+                        None => std::thread::yield_now(),
+                    }
+                }
+                Err(err) => {
+                    self.reporter.info(format!("leaving cgroup {}: {err}", cg.dir().display()));
+                    return;
+                }
+            }
+        }
     }
 
     fn remember_gone(&mut self, pid: i32) {
@@ -718,15 +889,18 @@ impl Driver {
                 Some(Event::Forwarded { delivered, to })
             }
             Action::Stop { sig, scope } => {
-                // main_pid is our unreaped child, so this is safe even if a scan would miss it.
-                let sent = sys::kill(self.main_pid, sig).map_err(|e| e.desc().to_string());
-                let _ = sys::kill(self.main_pid, SIGCONT);
-                if scope == StopScope::Tree {
+                let sent = if scope == StopScope::Tree {
                     let exclude = self.exclude();
-                    tree::signal_all(&mut self.prober, &exclude, Some(self.main_pid), sig, true);
+                    let (sent, _) = tree::stop_tree(&mut self.prober, &exclude, self.main_pid, sig);
                     self.group_fallback(&[sig, SIGCONT]);
-                }
-                Some(Event::StopSent(sent))
+                    sent
+                } else {
+                    // main_pid is our unreaped child, so this is safe even if a scan would miss it.
+                    let sent = sys::kill(self.main_pid, sig);
+                    let _ = sys::kill(self.main_pid, SIGCONT);
+                    sent
+                };
+                Some(Event::StopSent(sent.map_err(|e| e.desc().to_string())))
             }
             Action::StopLeftovers { sig } => {
                 let exclude = self.exclude();
@@ -775,7 +949,8 @@ impl Driver {
                 self.last_members.extend(scan.procs.iter().map(|p| p.pid));
                 let heartbeats = self.heartbeats();
                 let sample = self.sampler.sample(&scan, at);
-                Some(Event::Sample(Sample { visible, heartbeats, ..sample }))
+                let pressure = if self.reporting { self.pressure() } else { None };
+                Some(Event::Sample(Sample { visible, heartbeats, pressure, ..sample }))
             }
             Action::RunHealth => self.start_check(),
             Action::AbortHealth => {
@@ -792,7 +967,7 @@ impl Driver {
             Action::Dump => {
                 let exclude = self.exclude();
                 let members: Vec<crate::dump::Member> =
-                    self.prober.scan(&exclude).procs.iter().map(Into::into).collect();
+                    self.prober.scan_full(&exclude).procs.iter().map(Into::into).collect();
                 let now = Instant::now();
                 let at = now.saturating_duration_since(self.started);
                 let sampler = &self.sampler;
@@ -835,6 +1010,7 @@ impl Driver {
                 Ok(spawn::Started { pid, exec }) => {
                     self.main_pid = pid;
                     self.exec = Some(exec);
+                    self.said_placement();
                     Some(Event::Spawned { pid })
                 }
                 Err(err) => Some(Event::ExecFailed(err)),

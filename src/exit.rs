@@ -112,7 +112,7 @@ pub fn shell_code(sig: Signal) -> u8 {
 
 /// What watchd last saw of the tree, for the diagnosis of a death it did not cause.
 pub struct LastSeen {
-    pub rss_bytes: u64,
+    pub rss_bytes: Option<u64>,
     pub cpu_cores: Option<f64>,
     pub processes: u32,
     pub since_progress: std::time::Duration,
@@ -132,9 +132,9 @@ pub fn diagnose(sig: Signal, oom: Option<&str>, last: Option<&LastSeen>) -> Stri
                 1 => "1 process".to_string(),
                 n => format!("{n} processes"),
             };
+            let rss = l.rss_bytes.map_or("?".to_string(), crate::units::human_bytes);
             text.push_str(&format!(
-                "; last seen {} resident, {cores}, {processes}, {} since progress",
-                crate::units::human_bytes(l.rss_bytes),
+                "; last seen {rss} resident, {cores}, {processes}, {} since progress",
                 crate::units::human_duration(l.since_progress),
             ));
         }
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn diagnosis_names_signal_cause_and_figures() {
         let last = LastSeen {
-            rss_bytes: 2040 << 20,
+            rss_bytes: Some(2040 << 20),
             cpu_cores: Some(0.98),
             processes: 4,
             since_progress: std::time::Duration::ZERO,

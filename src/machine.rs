@@ -1428,7 +1428,7 @@ mod tests {
                     io_bytes: 0,
                     new_procs: 0,
                     processes: 1,
-                    rss_bytes: 1 << 20,
+                    rss_bytes: Some(1 << 20),
                     all_stopped: false,
                     visible: true,
                     pings: 0,
@@ -1656,7 +1656,7 @@ mod tests {
         let mut sim = Sim::new(settings(), limits);
         sim.at(1.0).at(2.0);
         assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
-        sim.world.sample.rss_bytes = 2 << 30;
+        sim.world.sample.rss_bytes = Some(2 << 30);
         sim.take();
         sim.at(3.0);
         assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0);

@@ -142,11 +142,11 @@ impl Policy {
         let window_cores = self.advance(s, interrupted);
         let l = &self.limits;
 
-        if let Some(max) = l.max_rss
-            && s.rss_bytes > max
+        if let (Some(max), Some(rss)) = (l.max_rss, s.rss_bytes)
+            && rss > max
             && !self.has_fired(Reason::Rss)
         {
-            return Some(self.fire(Reason::Rss, rss_detail(s.rss_bytes, max, s.processes)));
+            return Some(self.fire(Reason::Rss, rss_detail(rss, max, s.processes)));
         }
 
         if let (Some(limit), Some(cores)) = (l.cpu_limit, window_cores) {
@@ -364,7 +364,7 @@ mod tests {
             io_bytes,
             new_procs: 0,
             processes: 3,
-            rss_bytes: 0,
+            rss_bytes: Some(0),
             all_stopped: false,
             visible: true,
             pings: 0,
@@ -769,7 +769,7 @@ mod tests {
     #[test]
     fn rss_fires_only_strictly_above_the_limit() {
         let mut p = Policy::new(Limits { max_rss: Some(GIB), ..Limits::none(HZ) });
-        let s = |rss| Sample { rss_bytes: rss, ..at(0.0, 0, 0) };
+        let s = |rss| Sample { rss_bytes: Some(rss), ..at(0.0, 0, 0) };
         assert_eq!(p.observe(&s(GIB), false), None);
         let t = p.observe(&s(GIB + 1), false).expect("one byte over");
         assert_eq!(t.reason, Reason::Rss);
@@ -782,7 +782,7 @@ mod tests {
     #[test]
     fn rss_is_judged_on_the_first_sample() {
         let mut p = Policy::new(Limits { max_rss: Some(GIB), ..Limits::none(HZ) });
-        let s = Sample { rss_bytes: GIB * 6 / 5, processes: 4, ..at(0.0, 0, 0) };
+        let s = Sample { rss_bytes: Some(GIB * 6 / 5), processes: 4, ..at(0.0, 0, 0) };
         let t = p.observe(&s, false).expect("over on the baseline");
         assert_eq!(t.detail, "1.2 GiB resident > 1.0 GiB limit (4 processes)");
     }
@@ -792,7 +792,7 @@ mod tests {
     #[test]
     fn a_reason_is_returned_once() {
         let mut p = Policy::new(Limits { max_rss: Some(1), ..stall_limits(10.0) });
-        let s = |t: f64| Sample { rss_bytes: 2, ..at(t, 0, 0) };
+        let s = |t: f64| Sample { rss_bytes: Some(2), ..at(t, 0, 0) };
         let got = reasons(&mut p, (0..6).map(|i| s(i as f64 * 10.0)));
         assert_eq!(got, [Some(Reason::Rss), Some(Reason::Stall), None, None, None, None]);
     }
@@ -822,7 +822,7 @@ mod tests {
             max_rss: Some(1),
             ..cpu_limits(1.0)
         });
-        let s = |t: f64, ticks, rss| Sample { rss_bytes: rss, ..at(t, ticks, 0) };
+        let s = |t: f64, ticks, rss| Sample { rss_bytes: Some(rss), ..at(t, ticks, 0) };
         // All four become due on the sample at 30s.
         let got = reasons(
             &mut p,

@@ -4,15 +4,21 @@
 //! prepared before the fork.
 //!
 //! `start` returns as soon as the child exists: whether exec worked comes later, on a pipe the
-//! driver polls (close-on-exec: EOF means it did; four bytes are the errno of a failure). So a
-//! child that is stopped before exec, or whose exec hangs on a dead network mount, never holds
-//! up signal forwarding, reaping or deadlines.
+//! driver polls (close-on-exec: EOF means it did; a stage byte and four bytes of errno mean it
+//! did not). So a child that is stopped before exec, or whose exec hangs on a dead network
+//! mount, never holds up signal forwarding, reaping or deadlines.
+//!
+//! With a cgroup, the child is born in it (clone3 with CLONE_INTO_CGROUP), or, where the
+//! kernel refuses that, joins it through `cgroup.procs` before exec: never is it anywhere
+//! else once it runs the command.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::cell::Cell;
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::Duration;
 
 use nix::errno::Errno;
 
@@ -34,6 +40,56 @@ pub struct Options {
     /// The controlling terminal, when the child's group is to be its foreground group.
     pub foreground: Option<RawFd>,
     pub pdeathsig: Signal,
+    /// The cgroup the child is to run in.
+    pub cgroup: Option<Placement>,
+}
+
+/// Where in a cgroup the child goes, and how.
+pub struct Placement {
+    /// The cgroup's directory, open: clone3's target.
+    dir: OwnedFd,
+    /// Its `cgroup.procs`, for a child that joins between fork and exec.
+    procs: CString,
+    /// Still worth trying clone3: not refused by the kernel, and no child of it was killed
+    /// at birth (see [`Placed::KilledAtBirth`]).
+    clone3: Cell<bool>,
+    /// How the last child was placed.
+    last: Cell<Placed>,
+}
+
+/// How a child was placed in its cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// Born there: clone3 with CLONE_INTO_CGROUP.
+    Clone3,
+    /// Forked, then joined through `cgroup.procs` before exec, because clone3 gave this errno
+    /// (ENOSYS before Linux 5.3 or under a seccomp filter that hides it, older Docker profiles
+    /// answer EPERM; E2BIG on 5.3 to 5.6, which lack CLONE_INTO_CGROUP).
+    Refused(i32),
+    /// Forked and joined, because a clone3 child died before its first instruction, now or at
+    /// an earlier start. Linux 6.18 does that to every CLONE_INTO_CGROUP child of a cgroup
+    /// whose `cgroup.kill` count differs from that of the spawner's own cgroup, so from the
+    /// first run after a kill: cgroup_css_set_fork reads the kill sequence before it has set
+    /// `kargs->cgrp`, hence from the parent's cgroup, and cgroup_post_fork compares it with the
+    /// target's and sends SIGKILL.
+    KilledAtBirth,
+}
+
+impl Placement {
+    /// The cgroup whose directory is open as `dir`, with `cgroup.procs` at `procs`.
+    pub fn new(dir: BorrowedFd<'_>, procs: &CStr) -> std::io::Result<Placement> {
+        Ok(Placement {
+            dir: dir.try_clone_to_owned()?,
+            procs: procs.to_owned(),
+            clone3: Cell::new(true),
+            last: Cell::new(Placed::Clone3),
+        })
+    }
+
+    /// How the last child was placed.
+    pub fn last(&self) -> Placed {
+        self.last.get()
+    }
 }
 
 /// Why the command could not be started.
@@ -190,59 +246,210 @@ pub enum ExecStatus {
     Done,
     /// The child could not exec, with this errno.
     Failed(i32),
+    /// The child could not join its cgroup, with this errno.
+    JoinFailed(i32),
 }
+
+/// The child's first act: it exists and runs. Then, only on failure, a stage byte and errno.
+const BORN: u8 = b'B';
+const JOIN_FAILED: u8 = b'J';
+const EXEC_FAILED: u8 = b'E';
 
 /// Reads the exec-status pipe without waiting.
 pub fn exec_status(fd: &OwnedFd) -> ExecStatus {
-    let mut buf = [0u8; 4];
+    let mut buf = [0u8; 8];
     let mut got = 0;
     loop {
         match nix::unistd::read(fd.as_fd(), &mut buf[got..]) {
-            Ok(0) if got == 0 => return ExecStatus::Done,
-            Ok(0) => return ExecStatus::Failed(libc::EIO),
+            Ok(0) => return parse_status(&buf[..got], true),
             Ok(n) => {
                 got += n;
-                if got == buf.len() {
-                    return ExecStatus::Failed(i32::from_ne_bytes(buf));
+                // The birth byte alone says nothing of exec.
+                if buf[..got] == [BORN] {
+                    got = 0;
+                }
+                if got >= 5 || got == buf.len() {
+                    return parse_status(&buf[..got], false);
                 }
             }
             Err(Errno::EINTR) => continue,
-            // The child writes its four bytes at once; a part would mean it died mid-write.
-            Err(_) if got == 0 => return ExecStatus::Pending,
-            Err(_) => return ExecStatus::Failed(libc::EIO),
+            Err(_) => return parse_status(&buf[..got], false),
         }
     }
 }
 
-/// Starts the command and returns at once, with the pid and the exec-status pipe.
-pub fn start(cmd: &mut Command, opts: &Options) -> Result<Started, SpawnError> {
-    let (read_end, write_end) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|err| SpawnError::Internal(format!("cannot create a pipe: {err}")))?;
-    let parent = std::process::id() as i32;
-    // SAFETY: watchd is single-threaded when it spawns (no other thread could hold a lock the
-    // child needs), and the child only runs `exec_child`, which is async-signal-safe.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(SpawnError::Internal(format!("cannot fork: {err}")));
+/// What the bytes read from the exec-status pipe say; `eof`: the pipe is closed.
+fn parse_status(bytes: &[u8], eof: bool) -> ExecStatus {
+    let bytes = bytes.strip_prefix(&[BORN]).unwrap_or(bytes);
+    match bytes {
+        [] if eof => ExecStatus::Done,
+        [] => ExecStatus::Pending,
+        [stage, e0, e1, e2, e3, ..] => {
+            let errno = i32::from_ne_bytes([*e0, *e1, *e2, *e3]);
+            if *stage == JOIN_FAILED {
+                ExecStatus::JoinFailed(errno)
+            } else {
+                ExecStatus::Failed(errno)
+            }
+        }
+        // The child writes its five bytes at once; a part means it died mid-write.
+        _ => ExecStatus::Failed(libc::EIO),
     }
-    if pid == 0 {
-        exec_child(cmd, opts, parent, write_end.as_raw_fd());
-    }
-    drop(write_end);
-    // Also done by the child; doing it here too means the group exists before the parent
-    // signals it, whoever runs first. EACCES (the child already exec'd) is fine.
-    let child = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::unistd::setpgid(child, child);
-    Ok(Started { pid, exec: read_end })
 }
 
-/// The child between fork and exec. Never returns.
-fn exec_child(cmd: &mut Command, opts: &Options, parent: i32, report: libc::c_int) -> ! {
+/// How long a clone3 child may take to say it was born before it is taken as alive: it says
+/// so with its first instruction, so this only bounds a machine that is badly overloaded.
+const BIRTH_WAIT: Duration = Duration::from_secs(1);
+
+/// Starts the command and returns at once, with the pid and the exec-status pipe.
+pub fn start(cmd: &mut Command, opts: &Options) -> Result<Started, SpawnError> {
+    let parent = std::process::id() as i32;
+    loop {
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|err| SpawnError::Internal(format!("cannot create a pipe: {err}")))?;
+        let clone3 = opts.cgroup.as_ref().filter(|p| p.clone3.get());
+        let forked = match clone3 {
+            // SAFETY: as for fork below.
+            Some(place) => unsafe { clone_into(place.dir.as_fd()) },
+            // SAFETY: watchd is single-threaded when it spawns, or its other threads (the
+            // dump's readers) hold no lock the child needs; the child only runs `exec_child`,
+            // which is async-signal-safe.
+            None => match unsafe { libc::fork() } {
+                pid if pid < 0 => Err(last_errno()),
+                pid => Ok(pid),
+            },
+        };
+        let pid = match (forked, clone3) {
+            (Ok(pid), _) => pid,
+            (Err(errno @ (libc::ENOSYS | libc::E2BIG | libc::EPERM)), Some(place)) => {
+                place.clone3.set(false);
+                place.last.set(Placed::Refused(errno));
+                continue;
+            }
+            (Err(errno), _) => {
+                let err = std::io::Error::from_raw_os_error(errno);
+                return Err(SpawnError::Internal(format!("cannot fork: {}", strip_os_error(&err))));
+            }
+        };
+        if pid == 0 {
+            let join = opts.cgroup.as_ref().filter(|_| clone3.is_none()).map(|p| p.procs.as_ptr());
+            exec_child(cmd, opts, parent, join, write_end.as_raw_fd());
+        }
+        drop(write_end);
+        if let Some(place) = clone3 {
+            if !born(&read_end) {
+                // Killed before its first instruction: collect it, and place this child and
+                // every later one by fork and join.
+                sys::wait_for(pid);
+                place.clone3.set(false);
+                place.last.set(Placed::KilledAtBirth);
+                continue;
+            }
+            place.last.set(Placed::Clone3);
+        }
+        // Also done by the child; doing it here too means the group exists before the parent
+        // signals it, whoever runs first. EACCES (the child already exec'd) is fine.
+        let child = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::unistd::setpgid(child, child);
+        return Ok(Started { pid, exec: read_end });
+    }
+}
+
+/// Whether a clone3 child has shown it runs: it wrote its birth byte (which is left for
+/// `exec_status`), or the pipe stays quiet past `BIRTH_WAIT`. False: the pipe closed with
+/// nothing in it, so the child died before its first instruction.
+fn born(pipe: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = std::time::Instant::now() + BIRTH_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => return true,
+            Ok(_) => break,
+            Err(Errno::EINTR) if !left.is_zero() => continue,
+            Err(_) => return true,
+        }
+    }
+    // Readable: the birth byte (taken here; `exec_status` reads what follows it) or EOF.
+    let mut byte = 0u8;
+    let n = loop {
+        match nix::unistd::read(pipe.as_fd(), std::slice::from_mut(&mut byte)) {
+            Err(Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    !matches!(n, Ok(0))
+}
+
+/// Like fork(2), but the child starts in the cgroup whose directory is open as `dir` (clone3
+/// with CLONE_INTO_CGROUP, Linux 5.7). Returns 0 in the child, its pid in the parent, or the
+/// errno.
+///
+/// # Safety
+///
+/// As for fork: in the child, only async-signal-safe calls on memory prepared before, until
+/// exec or `_exit`. glibc does not know of this child (no atfork handlers, its cached thread
+/// id is the parent's), so the child makes raw system calls only, as `exec_child` does.
+unsafe fn clone_into(dir: BorrowedFd<'_>) -> Result<i32, i32> {
+    /// The kernel's `struct clone_args` (every field 64-bit on every architecture), up to
+    /// `cgroup`: CLONE_ARGS_SIZE_VER2.
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; with no stack given the child
+    // runs on a copy of this one, as after fork. The caller upholds the fork contract.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>())
+    };
+    if rc < 0 { Err(last_errno()) } else { Ok(rc as i32) }
+}
+
+/// The child between fork and exec: it says it was born, joins its cgroup (`join`: its
+/// `cgroup.procs`) when it was not born there, and execs. Never returns.
+fn exec_child(
+    cmd: &mut Command,
+    opts: &Options,
+    parent: i32,
+    join: Option<*const libc::c_char>,
+    report: libc::c_int,
+) -> ! {
     // SAFETY: every call below is async-signal-safe and uses only memory prepared before the
     // fork; nothing allocates, locks or unwinds.
     unsafe {
+        libc::write(report, [BORN].as_ptr().cast(), 1);
+        if let Some(procs) = join {
+            // Writing "0" moves the writer.
+            let fd = libc::open(procs, libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                let e = last_errno().to_ne_bytes();
+                let bytes = [JOIN_FAILED, e[0], e[1], e[2], e[3]];
+                libc::write(report, bytes.as_ptr().cast(), bytes.len());
+                libc::_exit(125);
+            }
+            libc::close(fd);
+        }
         libc::setpgid(0, 0);
         if let Some(tty) = opts.foreground {
             // SIGTTOU is still blocked here (inherited from watchd), so a background group may
@@ -280,7 +487,8 @@ fn exec_child(cmd: &mut Command, opts: &Options, parent: i32, report: libc::c_in
         if denied && (errno == libc::ENOENT || errno == libc::ENOTDIR) {
             errno = libc::EACCES;
         }
-        let bytes = errno.to_ne_bytes();
+        let e = errno.to_ne_bytes();
+        let bytes = [EXEC_FAILED, e[0], e[1], e[2], e[3]];
         libc::write(report, bytes.as_ptr().cast(), bytes.len());
         libc::_exit(if errno == libc::ENOENT || errno == libc::ENOTDIR { 127 } else { 126 });
     }

@@ -1,9 +1,11 @@
 //! Signalling members of the tree without ever hitting a stranger: a pid seen by a scan is
 //! signalled through a pidfd, and only after checking that the pidfd's process is the one the
-//! scan saw (same start time), so a pid recycled since the scan is left alone; and the kill
-//! that stops the tree before it kills it, so nothing that forks can outrun it.
+//! scan saw (same start time) or, when the tree is a cgroup, that it is in the cgroup, so a pid
+//! recycled since the scan is left alone; and the kill that stops the tree before it kills it
+//! (or, with a cgroup, `cgroup.kill`), so nothing that forks can outrun it.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 
 use nix::errno::Errno;
 
@@ -27,9 +29,23 @@ enum Pinned {
     Pid(i32),
 }
 
+/// How a scanned process is known again.
+#[derive(Clone, Copy)]
+enum Identity<'a> {
+    /// By its start time.
+    Start(u64),
+    /// By being in the cgroup at this path (or one inside it): any such process is the tree's.
+    In(&'a Path),
+}
+
 impl Pinned {
     /// The process that had `pid` and `starttime` when it was scanned, if it still does.
     fn new(pid: i32, starttime: u64) -> Option<Pinned> {
+        Pinned::known(pid, Identity::Start(starttime))
+    }
+
+    /// The process with `pid` now, if it is the one `identity` says.
+    fn known(pid: i32, identity: Identity<'_>) -> Option<Pinned> {
         if pid <= 1 {
             return None;
         }
@@ -38,9 +54,13 @@ impl Pinned {
             Err(Errno::ENOSYS) => Pinned::Pid(pid),
             Err(_) => return None,
         };
-        // Checked after the pidfd pins the process: if the start time matches now, the pidfd
-        // is the scanned process and no signal can reach a successor.
-        (starttime_of(pid) == Some(starttime)).then_some(pinned)
+        // Checked after the pidfd pins the process: if it is the one the scan saw now, the
+        // pidfd is that process and no signal can reach a successor.
+        let same = match identity {
+            Identity::Start(starttime) => starttime_of(pid) == Some(starttime),
+            Identity::In(cgroup) => cgroup_of(pid).is_some_and(|c| c.starts_with(cgroup)),
+        };
+        same.then_some(pinned)
     }
 
     fn send(&self, sig: Signal) -> bool {
@@ -64,6 +84,21 @@ fn starttime_of(pid: i32) -> Option<u64> {
     parse_stat(&text).map(|stat| stat.starttime)
 }
 
+fn cgroup_of(pid: i32) -> Option<std::path::PathBuf> {
+    let text = std::fs::read(format!("/proc/{pid}/cgroup")).ok()?;
+    crate::cgroup::parse_proc_cgroup(&text)
+}
+
+/// The members of the tree now, each with how it is to be known again.
+fn members(prober: &mut Prober, exclude: &[i32]) -> (Vec<(i32, u64)>, Option<std::path::PathBuf>) {
+    let members = prober.members(exclude);
+    (members, prober.cgroup_path().map(Path::to_path_buf))
+}
+
+fn pin(pid: i32, starttime: u64, cgroup: Option<&Path>) -> Option<Pinned> {
+    Pinned::known(pid, cgroup.map_or(Identity::Start(starttime), Identity::In))
+}
+
 /// Sends `sig` (then SIGCONT if `cont`) to every live member of the tree, `exclude` subtrees
 /// left out and `skip` (a process the caller signals itself, so it gets the signal once) passed
 /// over. Returns how many processes got the signal.
@@ -75,11 +110,12 @@ pub fn signal_all(
     cont: bool,
 ) -> u32 {
     let mut count = 0;
-    for (pid, start) in prober.members(exclude) {
+    let (members, cgroup) = members(prober, exclude);
+    for (pid, start) in members {
         if Some(pid) == skip {
             continue;
         }
-        if let Some(p) = Pinned::new(pid, start)
+        if let Some(p) = pin(pid, start, cgroup.as_deref())
             && p.send(sig)
         {
             if cont {
@@ -89,6 +125,35 @@ pub fn signal_all(
         }
     }
     count
+}
+
+/// The drain's stop: `sig` and SIGCONT to the main child (our unreaped child, so its pid is
+/// safe to use) and then to every other live member. The members are scanned and pinned
+/// before the main child is signalled: once it dies, its children move to watchd while a
+/// scan reads the tree, and a scan at that moment could miss them. Returns what the signal
+/// to the main child gave, and how many others got it.
+pub fn stop_tree(
+    prober: &mut Prober,
+    exclude: &[i32],
+    main: i32,
+    sig: Signal,
+) -> (Result<(), Errno>, u32) {
+    let (members, cgroup) = members(prober, exclude);
+    let pinned: Vec<Pinned> = members
+        .into_iter()
+        .filter(|&(pid, _)| pid != main)
+        .filter_map(|(pid, start)| pin(pid, start, cgroup.as_deref()))
+        .collect();
+    let sent = sys::kill(main, sig);
+    let _ = sys::kill(main, SIGCONT);
+    let mut count = 0;
+    for p in &pinned {
+        if p.send(sig) {
+            p.send(SIGCONT);
+            count += 1;
+        }
+    }
+    (sent, count)
 }
 
 /// Forwards a batch of signals to every live member with one walk of the tree: each process
@@ -102,8 +167,9 @@ pub fn signal_batch(prober: &mut Prober, exclude: &[i32], sigs: &[Signal]) -> Ve
         }
     }
     let mut delivered = vec![false; distinct.len()];
-    for (pid, start) in prober.members(exclude) {
-        let Some(p) = Pinned::new(pid, start) else { continue };
+    let (members, cgroup) = members(prober, exclude);
+    for (pid, start) in members {
+        let Some(p) = pin(pid, start, cgroup.as_deref()) else { continue };
         for (i, &sig) in distinct.iter().enumerate() {
             delivered[i] |= p.send(sig);
         }
@@ -135,7 +201,19 @@ pub struct Killed {
 /// signals itself. The pidfds are held from the stop to the kill, so no pid can be recycled
 /// in between. (A hopper that left the group with setsid is caught only by the rescans; a
 /// cgroup catches it for sure.)
+///
+/// With a cgroup, SIGKILL is one write to `cgroup.kill`, which no fork can outrun; the count is
+/// of the members just before it. Other kill signals take the way above over the cgroup's
+/// members.
 pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, group: i32, sig: Signal) -> Killed {
+    if sig == SIGKILL
+        && let Some(killed) = kill_cgroup(prober)
+    {
+        if sys::group_exists(group) {
+            let _ = sys::kill_group(group, SIGKILL);
+        }
+        return killed;
+    }
     let mut held: Vec<((i32, u64), Pinned)> = Vec::new();
     let ours = skip.is_some() || sys::group_exists(group);
     if ours {
@@ -143,11 +221,12 @@ pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, group: i32, sig: Signal
     }
     for _ in 0..KILL_SCANS {
         let mut fresh = 0;
-        for member in prober.members(&[]) {
+        let (members, cgroup) = members(prober, &[]);
+        for member in members {
             if Some(member.0) == skip || held.iter().any(|(m, _)| *m == member) {
                 continue;
             }
-            if let Some(p) = Pinned::new(member.0, member.1) {
+            if let Some(p) = pin(member.0, member.1, cgroup.as_deref()) {
                 p.send(SIGSTOP);
                 held.push((member, p));
                 fresh += 1;
@@ -174,6 +253,21 @@ pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, group: i32, sig: Signal
         }
     }
     killed
+}
+
+/// SIGKILL through `cgroup.kill`; `None` without a cgroup, or where the kernel has no such
+/// file (before 5.14: the signal walk does it).
+fn kill_cgroup(prober: &mut Prober) -> Option<Killed> {
+    let (members, _) = members(prober, &[]);
+    prober.cgroup()?.kill().ok()?;
+    let mut killed = Killed::default();
+    for (pid, _) in members {
+        killed.signalled += 1;
+        if prober_state(pid) == Some(b'D') {
+            killed.stuck += 1;
+        }
+    }
+    Some(killed)
 }
 
 /// The state letter of `pid` now.

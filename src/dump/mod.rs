@@ -275,7 +275,7 @@ pub fn snapshot(
     let worker = std::thread::Builder::new().name("watchd-dump".into()).spawn(move || {
         read::read_all(&their_list, threads, &|msg| hand_over(&theirs, msg));
     });
-    let Shared { mut processes, answered, sockets, .. } = if worker.is_ok() {
+    let Shared { mut processes, answered, sockets, done, .. } = if worker.is_ok() {
         // Readers hand each process over under the lock without waking us: one wake-up at the
         // end, not one per process.
         let (lock, finished) = &*shared;
@@ -291,6 +291,12 @@ pub fn snapshot(
         read::read_all(&list, 1, &|msg| hand_over(&shared, msg) && Instant::now() < until);
         std::mem::take(&mut *shared.0.lock().unwrap_or_else(PoisonError::into_inner))
     };
+    // Done: the readers have handed over their last process and are ending. Joined, so watchd
+    // is single-threaded again when it goes on to signal the tree; a worker held up in a
+    // blocked read is left to end on its own.
+    if done && let Ok(worker) = worker {
+        let _ = worker.join();
+    }
     for p in &mut processes {
         for t in &mut p.tasks {
             if let Some(fd) = &mut t.fd

@@ -10,4 +10,4 @@ mod walk;
 pub use oom::OomCounters;
 pub use parse::{Stat, parse_io, parse_stat};
 pub use sample::{GpuFigures, Pressure, Sample, Sampler};
-pub use walk::{Prober, Proc, ProcView, Scan, proc_view};
+pub use walk::{Needs, Prober, Proc, ProcView, Scan, proc_view};

@@ -12,7 +12,8 @@ use super::walk::Scan;
 pub struct Sample {
     /// Elapsed since watchd start.
     pub at: Duration,
-    /// Monotone: max(previous, sum over procs of ticks + reaped_ticks).
+    /// Monotone: max(previous, sum over procs of ticks + reaped_ticks), or the cgroup's exact
+    /// figure in µs: in the prober's unit (`Prober::cpu_unit` per second).
     pub cpu_ticks: u64,
     /// Monotone counter: sum of per-process positive deltas (key (pid, starttime)); a process
     /// seen for the first time contributes its full io_bytes.
@@ -21,8 +22,9 @@ pub struct Sample {
     pub new_procs: u32,
     /// Live members (state neither Z nor X).
     pub processes: u32,
-    /// Sum over live members.
-    pub rss_bytes: u64,
+    /// Sum over live members; `None` when the scan did not read it (a cgroup scan that did
+    /// not need it).
+    pub rss_bytes: Option<u64>,
     /// processes > 0 and every live member is in state T or t.
     pub all_stopped: bool,
     /// The scan saw the main child: /proc is watchd's own and shows the tree. When false the
@@ -67,6 +69,10 @@ pub struct Sampler {
     prev: HashMap<(i32, u64), Seen>,
     /// Empty between calls: scratch for the next `prev`, swapped in so both keep their capacity.
     next: HashMap<(i32, u64), Seen>,
+    /// Processes are known by pid alone: the tree is a cgroup, whose scans may not read start
+    /// times (a member that leaves cannot come back, so a pid in it is one process while it
+    /// stays listed, bar a reuse within one interval).
+    by_pid: bool,
 }
 
 /// One process as the sampler last saw it.
@@ -92,12 +98,13 @@ impl Sampler {
     /// dip; the max keeps the total from running backwards.
     pub fn sample(&mut self, scan: &Scan, at: Duration) -> Sample {
         let mut measured = scan.reaped_ticks;
+        self.by_pid = scan.cpu_us.is_some();
         let mut new_procs = 0u32;
         let mut processes = 0u32;
         let mut rss_bytes = 0u64;
         let mut all_stopped = true;
         for p in &scan.procs {
-            let key = (p.pid, p.starttime);
+            let key = (p.pid, if self.by_pid { 0 } else { p.starttime });
             let Entry::Vacant(slot) = self.next.entry(key) else {
                 continue; // the same process twice in one scan: count it once
             };
@@ -123,6 +130,8 @@ impl Sampler {
                 Some(b) => b.grew,
                 None => None,
             };
+            // A scan that did not read stat keeps what the last one that did saw.
+            let grew = if scan.stats { grew } else { before.and_then(|b| b.grew) };
             slot.insert(Seen { io, ticks: p.ticks.max(before.map_or(0, |b| b.ticks)), grew });
             measured = measured.saturating_add(p.ticks);
             if !matches!(p.state, b'Z' | b'X') {
@@ -138,6 +147,9 @@ impl Sampler {
         if self.next.capacity() > 4 * wanted {
             self.next.shrink_to(wanted);
         }
+        if let Some(exact) = scan.cpu_us {
+            measured = exact;
+        }
         self.cpu_ticks = self.cpu_ticks.max(measured);
         self.baseline_taken = true;
         Sample {
@@ -146,8 +158,8 @@ impl Sampler {
             io_bytes: self.io_bytes,
             new_procs,
             processes,
-            rss_bytes,
-            all_stopped: processes > 0 && all_stopped,
+            rss_bytes: scan.stats.then_some(rss_bytes),
+            all_stopped: scan.stats && processes > 0 && all_stopped,
             visible: true,
             pings: 0,
             heartbeats: 0,
@@ -159,7 +171,8 @@ impl Sampler {
     /// How long before `now` the process's CPU time (its children's reaped time included)
     /// was last seen to grow, to the probe interval; `None` if it has not grown while watched.
     pub fn idle(&self, pid: i32, starttime: u64, now: Duration) -> Option<Duration> {
-        let grew = self.prev.get(&(pid, starttime))?.grew?;
+        let key = (pid, if self.by_pid { 0 } else { starttime });
+        let grew = self.prev.get(&key)?.grew?;
         Some(now.saturating_sub(grew))
     }
 }
@@ -176,7 +189,7 @@ mod tests {
     }
 
     fn scan(reaped_ticks: u64, procs: Vec<Proc>) -> Scan {
-        Scan { procs, reaped_ticks }
+        Scan { procs, reaped_ticks, ..Scan::default() }
     }
 
     fn secs(s: u64) -> Duration {
@@ -205,7 +218,7 @@ mod tests {
                 io_bytes: 101,
                 new_procs: 0,
                 processes: 2,
-                rss_bytes: 4096 + 8192,
+                rss_bytes: Some(4096 + 8192),
                 all_stopped: false,
                 visible: true,
                 pings: 0,
@@ -346,6 +359,6 @@ mod tests {
     fn a_process_listed_twice_counts_once() {
         let twice = vec![p(1, b'R', 10, Some(5), 100), p(1, b'R', 10, Some(5), 100)];
         let s = Sampler::new().sample(&scan(0, twice), secs(1));
-        assert_eq!((s.cpu_ticks, s.io_bytes, s.processes, s.rss_bytes), (10, 5, 1, 100));
+        assert_eq!((s.cpu_ticks, s.io_bytes, s.processes, s.rss_bytes), (10, 5, 1, Some(100)));
     }
 }

@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::parse::{Stat, parse_io, parse_stat, parse_threads, parse_u64};
+use crate::cgroup::Cgroup;
 
 /// One process of the tree as seen by one scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,13 +26,42 @@ pub struct Proc {
 }
 
 /// One scan of the tree.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
     /// Tree members, zombies included (state `b'Z'`).
     pub procs: Vec<Proc>,
     /// cutime + cstime of watchd itself: the CPU of the children it has reaped, which vanished
     /// from `procs` when they were reaped.
     pub reaped_ticks: u64,
+    /// The tree's CPU time in µs, exact, when a cgroup counts it (every member that ever ran,
+    /// reaped or not); then `procs`' ticks and `reaped_ticks` are not summed.
+    pub cpu_us: Option<u64>,
+    /// Each member's stat was read: states, resident memory and start times are real. Without
+    /// it (a cgroup scan that did not need them) they are unknown: state `b'?'`, 0 for the
+    /// rest.
+    pub stats: bool,
+}
+
+impl Default for Scan {
+    fn default() -> Scan {
+        Scan { procs: Vec::new(), reaped_ticks: 0, cpu_us: None, stats: true }
+    }
+}
+
+/// What a scan reads of each member beyond membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// `/proc/PID/io`: I/O evidence, metrics or events ask for the tree's I/O bytes.
+    pub io: bool,
+    /// `/proc/PID/stat` at every scan through a cgroup: a memory limit, metrics or events ask
+    /// for resident memory. Without it a cgroup scan reads stat only when the tree's CPU time
+    /// did not grow (then states matter: a stopped tree does not stall). The /proc walk reads
+    /// stat anyway.
+    pub stat: bool,
+}
+
+impl Needs {
+    pub const ALL: Needs = Needs { io: true, stat: true };
 }
 
 /// Reads the process tree below `root` from /proc.
@@ -64,6 +94,11 @@ pub struct Prober {
     buf: Vec<u8>,
     /// Sees nothing (a /proc that is not watchd's).
     blind: bool,
+    needs: Needs,
+    /// The command's cgroup: membership and CPU come from it.
+    cgroup: Option<Cgroup>,
+    /// The cgroup's CPU time at the last scan, µs.
+    cgroup_us: u64,
 }
 
 /// Whether /proc shows watchd's own PID namespace.
@@ -84,6 +119,15 @@ pub fn proc_view(self_pid: i32) -> ProcView {
         Ok(link) => ProcView::Foreign(link.to_string_lossy().into_owned()),
         Err(_) => ProcView::Missing,
     }
+}
+
+/// How a walk through the children files went.
+enum Walk {
+    Done,
+    /// The kernel has no children files (CONFIG_PROC_CHILDREN).
+    NoChildrenFiles,
+    /// watchd has more than one thread just now: the walk cannot be trusted this time.
+    RootThreaded,
 }
 
 /// Upper bound for one /proc file we read; a stat line is well under 1 KiB.
@@ -108,7 +152,40 @@ impl Prober {
             path: Vec::with_capacity(32),
             buf: vec![0; 4096],
             blind: false,
+            needs: Needs::ALL,
+            cgroup: None,
+            cgroup_us: 0,
         }
+    }
+
+    /// A prober that reads only what `needs` asks for of each member.
+    pub fn with_needs(self, needs: Needs) -> Prober {
+        Prober { needs, ..self }
+    }
+
+    /// A prober whose tree is what is in `cgroup`, and whose CPU figure is the cgroup's.
+    pub fn with_cgroup(self, cgroup: Cgroup) -> Prober {
+        Prober { cgroup: Some(cgroup), ..self }
+    }
+
+    /// The command's cgroup, when the tree is one.
+    pub fn cgroup(&mut self) -> Option<&mut Cgroup> {
+        self.cgroup.as_mut()
+    }
+
+    /// Gives up the cgroup (to remove it) and goes back to the /proc tree.
+    pub fn take_cgroup(&mut self) -> Option<Cgroup> {
+        self.cgroup.take()
+    }
+
+    /// Where a member's /proc/PID/cgroup says it is, when the tree is a cgroup.
+    pub fn cgroup_path(&self) -> Option<&Path> {
+        self.cgroup.as_ref().map(Cgroup::path)
+    }
+
+    /// Units per second of the CPU figure a scan gives: µs through a cgroup, else clock ticks.
+    pub fn cpu_unit(&self) -> u64 {
+        if self.cgroup.is_some() { 1_000_000 } else { self.clk_tck }
     }
 
     /// A prober that sees nothing: for a /proc that is not watchd's (see [`proc_view`]), whose
@@ -121,12 +198,33 @@ impl Prober {
     /// rooted at `exclude` pids. One readdir of /proc, one `/proc/<pid>/stat` per pid,
     /// `/proc/<pid>/io` only for members. A pid whose files vanish, are unreadable or hold garbage
     /// is simply absent from this scan.
+    ///
+    /// Through a cgroup: its members, its CPU time, and each member's stat and io only as
+    /// `needs` says (see [`Needs`]).
     pub fn scan(&mut self, exclude: &[i32]) -> Scan {
+        self.scan_with(exclude, self.needs)
+    }
+
+    /// A scan that reads every member's stat and io, whatever the needs: for the dump.
+    pub fn scan_full(&mut self, exclude: &[i32]) -> Scan {
+        self.scan_with(exclude, Needs::ALL)
+    }
+
+    fn scan_with(&mut self, exclude: &[i32], needs: Needs) -> Scan {
+        if self.cgroup.is_some() && !self.blind {
+            return self.scan_cgroup(exclude, needs);
+        }
         self.collect(exclude);
+        self.read_members(needs)
+    }
+
+    /// The members `collect` found, as a scan.
+    fn read_members(&mut self, needs: Needs) -> Scan {
         let mut procs = Vec::with_capacity(self.members.len());
         for i in 0..self.members.len() {
             let stat = self.stats[self.members[i]];
-            let io_bytes = self.read(stat.pid, b"/io").and_then(parse_io);
+            let io_bytes =
+                if needs.io { self.read(stat.pid, b"/io").and_then(parse_io) } else { None };
             let gone = matches!(stat.state, b'Z' | b'X');
             procs.push(Proc {
                 pid: stat.pid,
@@ -141,11 +239,77 @@ impl Prober {
                 rss_bytes: if gone { 0 } else { stat.rss_pages.saturating_mul(self.page_size) },
             });
         }
-        Scan { procs, reaped_ticks: self.reaped_ticks }
+        Scan { procs, reaped_ticks: self.reaped_ticks, cpu_us: None, stats: true }
+    }
+
+    /// A scan through the cgroup: `cgroup.procs` and `cpu.stat`, and per member only what is
+    /// needed. If `cgroup.procs` cannot be read this once, the /proc walk stands in for it.
+    fn scan_cgroup(&mut self, exclude: &[i32], needs: Needs) -> Scan {
+        let Some(cgroup) = self.cgroup.as_mut() else { return Scan::default() };
+        let usage = cgroup.cpu_usage().map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        // No reading is no news: the figure only grows.
+        let cpu = usage.unwrap_or(0).max(self.cgroup_us);
+        let grew = cpu > self.cgroup_us;
+        self.cgroup_us = cpu;
+        let mut pids = std::mem::take(&mut self.pids);
+        let listed = cgroup.members(&mut pids);
+        let mut scan = if !listed {
+            self.collect(exclude);
+            self.read_members(needs)
+        } else if needs.stat || !grew {
+            self.stats.clear();
+            self.members.clear();
+            for &pid in &pids {
+                if pid == self.root || exclude.contains(&pid) {
+                    continue;
+                }
+                if let Some(stat) = self.read_stat(pid) {
+                    self.stats.push(stat);
+                    self.members.push(self.stats.len() - 1);
+                }
+            }
+            self.read_members(needs)
+        } else {
+            let mut procs = Vec::with_capacity(pids.len());
+            for &pid in &pids {
+                if pid == self.root || exclude.contains(&pid) {
+                    continue;
+                }
+                let io_bytes =
+                    if needs.io { self.read(pid, b"/io").and_then(parse_io) } else { None };
+                procs.push(Proc {
+                    pid,
+                    starttime: 0,
+                    state: b'?',
+                    ticks: 0,
+                    io_bytes,
+                    rss_bytes: 0,
+                });
+            }
+            Scan { procs, reaped_ticks: 0, cpu_us: None, stats: false }
+        };
+        self.pids = pids;
+        scan.cpu_us = Some(cpu);
+        scan
     }
 
     /// Same membership, stat only (for signalling): (pid, starttime) of live non-zombie members.
+    /// Through a cgroup: the pids in it, with start time 0 (a member is known by its cgroup,
+    /// see [`Prober::cgroup_path`]).
     pub fn members(&mut self, exclude: &[i32]) -> Vec<(i32, u64)> {
+        if let Some(cgroup) = self.cgroup.as_mut().filter(|_| !self.blind) {
+            let mut pids = std::mem::take(&mut self.pids);
+            if cgroup.members(&mut pids) {
+                let live = pids
+                    .iter()
+                    .filter(|&&pid| pid != self.root && !exclude.contains(&pid))
+                    .map(|&pid| (pid, 0))
+                    .collect();
+                self.pids = pids;
+                return live;
+            }
+            self.pids = pids;
+        }
         self.collect(exclude);
         let mut live = Vec::with_capacity(self.members.len());
         live.extend(
@@ -179,39 +343,44 @@ impl Prober {
             return;
         }
         if self.children_files != Some(false) {
-            let walked = self.walk_children(exclude);
-            if self.children_files.is_none() {
-                self.children_files = Some(walked);
-            }
-            if walked {
-                return;
+            match self.walk_children(exclude) {
+                Walk::Done => {
+                    self.children_files = Some(true);
+                    return;
+                }
+                Walk::NoChildrenFiles if self.children_files.is_none() => {
+                    self.children_files = Some(false);
+                }
+                Walk::NoChildrenFiles | Walk::RootThreaded => {}
             }
         }
         self.scan_all(exclude);
     }
 
-    /// Breadth-first from root through `/proc/<pid>/task/<tid>/children`. Returns false when
-    /// root's own children file cannot be read (no CONFIG_PROC_CHILDREN).
-    fn walk_children(&mut self, exclude: &[i32]) -> bool {
+    /// Breadth-first from root through `/proc/<pid>/task/<tid>/children`.
+    fn walk_children(&mut self, exclude: &[i32]) -> Walk {
         self.stats.clear();
         self.members.clear();
         let root = self.root;
         let Some((stat, threads)) = self.read_stat_threads(root) else {
-            return false;
+            return Walk::NoChildrenFiles;
         };
         self.reaped_ticks = self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
         self.kids.clear();
         // The main thread's file exists whether or not it lists anyone: if it cannot be read,
         // the kernel has no children files.
         if !self.read_children(root, root) {
-            return false;
+            return Walk::NoChildrenFiles;
         }
         if threads != 1 {
-            self.kids.clear();
-            self.read_all_children(root);
+            // An orphan is handed to any live thread of its reaper, and on to another when that
+            // one exits: while watchd has threads of its own (the dump's readers), its children
+            // move between files under the walk. The ppid in stat names the process, whatever
+            // the thread.
+            return Walk::RootThreaded;
         }
         if exclude.contains(&root) {
-            return true;
+            return Walk::Done;
         }
         self.queue.clear();
         self.seen.clear();
@@ -238,7 +407,7 @@ impl Prober {
                 self.queue.push((pid, threads));
             }
             let Some(&(pid, threads)) = self.queue.get(next) else {
-                return true;
+                return Walk::Done;
             };
             next += 1;
             parent = pid;

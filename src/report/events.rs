@@ -21,7 +21,7 @@ pub enum Event {
         cpu_cores: Option<f64>,
         cpu_seconds: f64,
         io_bytes: u64,
-        rss_bytes: u64,
+        rss_bytes: Option<u64>,
         processes: u32,
         since_progress_s: f64,
         /// PSI `some avg10` ratios (0-1); None without a cgroup.
@@ -152,7 +152,10 @@ pub fn event_json(ev: &Event, ts: SystemTime) -> String {
             o.opt_float("cpu_cores", *cpu_cores);
             o.float("cpu_seconds", *cpu_seconds);
             o.int("io_bytes", *io_bytes);
-            o.int("rss_bytes", *rss_bytes);
+            match rss_bytes {
+                Some(rss) => o.int("rss_bytes", *rss),
+                None => o.null("rss_bytes"),
+            }
             o.int("processes", *processes);
             o.float("since_progress_s", *since_progress_s);
             o.opt_float("psi_cpu", *psi_cpu);
@@ -483,7 +486,7 @@ mod tests {
             cpu_cores: Some(1.23456),
             cpu_seconds: 12.5,
             io_bytes: u64::MAX,
-            rss_bytes: 2 << 30,
+            rss_bytes: Some(2 << 30),
             processes: 3,
             since_progress_s: 30.0,
             psi_cpu: None,
@@ -504,7 +507,7 @@ mod tests {
             cpu_cores: None,
             cpu_seconds: 0.0,
             io_bytes: 0,
-            rss_bytes: 0,
+            rss_bytes: Some(0),
             processes: 0,
             since_progress_s: 0.0,
             psi_cpu: None,
@@ -556,7 +559,7 @@ mod tests {
             cpu_cores: None,
             cpu_seconds: 0.0,
             io_bytes: 0,
-            rss_bytes: 0,
+            rss_bytes: Some(0),
             processes: 1,
             since_progress_s: 0.0,
             psi_cpu: Some(0.125),
@@ -783,7 +786,7 @@ mod tests {
             cpu_cores: Some(f64::NAN),
             cpu_seconds: f64::INFINITY,
             io_bytes: 0,
-            rss_bytes: 0,
+            rss_bytes: Some(0),
             processes: 0,
             since_progress_s: 7.77777,
             psi_cpu: None,

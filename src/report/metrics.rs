@@ -14,7 +14,8 @@ pub struct Metrics {
     pub cpu_cores: f64,
     pub cpu_seconds_total: f64,
     pub io_bytes_total: u64,
-    pub rss_bytes: u64,
+    /// `None` when the probe did not read it: written as NaN.
+    pub rss_bytes: Option<u64>,
     pub processes: u32,
     pub seconds_since_progress: f64,
     /// Stops so far, indexed like [`Reason::ALL`].
@@ -40,7 +41,7 @@ impl Default for Metrics {
             cpu_cores: 0.0,
             cpu_seconds_total: 0.0,
             io_bytes_total: 0,
-            rss_bytes: 0,
+            rss_bytes: Some(0),
             processes: 0,
             seconds_since_progress: 0.0,
             stops_total: [0; Reason::ALL.len()],
@@ -79,7 +80,7 @@ pub fn render_metrics(m: &Metrics) -> String {
         (
             "watchd_rss_bytes",
             "Resident memory of the command's process tree in bytes.",
-            Value::U64(m.rss_bytes),
+            m.rss_bytes.map_or(Value::F64(f64::NAN), Value::U64),
         ),
         (
             "watchd_processes",
@@ -328,7 +329,7 @@ mod tests {
             cpu_cores: 0.98,
             cpu_seconds_total: 123.456789,
             io_bytes_total: 1 << 40,
-            rss_bytes: 2_040_109_465,
+            rss_bytes: Some(2_040_109_465),
             processes: 4,
             seconds_since_progress: 12.5,
             ..Metrics::default()
