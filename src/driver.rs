@@ -164,6 +164,8 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         cgroup.as_ref().map(Cgroup::watch).transpose().context("cannot watch cgroup.events")?;
     let prober = if proc_ok { Prober::new(self_pid) } else { Prober::blind(self_pid) };
     let mut prober = prober.with_needs(needs);
+    // The tree's reaped CPU is counted from wait4, member by member (see `count_reaped`).
+    prober.set_reaped_ticks(0);
     let oom_cgroup_before = match cgroup {
         Some(mut cg) => {
             let before = cg.oom_kills();
@@ -248,6 +250,7 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         events_watch,
         placed: None,
         reporting,
+        reaped_cpu: std::time::Duration::ZERO,
         prober,
         sampler: Sampler::new(),
         started,
@@ -316,6 +319,8 @@ struct DumpCmds {
     cmd: String,
     pids: VecDeque<i32>,
     running: Option<SideCommand>,
+    /// The process the running command is for.
+    target: i32,
     until: Instant,
 }
 
@@ -358,6 +363,8 @@ struct Driver {
     placed: Option<spawn::Placed>,
     /// Events or metrics are written: samples carry pressure figures.
     reporting: bool,
+    /// CPU time of the tree's members that watchd reaped.
+    reaped_cpu: std::time::Duration,
     prober: Prober,
     sampler: Sampler,
     /// When the command was started: the origin of the machine's probe times.
@@ -547,7 +554,7 @@ impl Driver {
             match sys::wait_any() {
                 Wait::Nothing => break true,
                 Wait::NoChildren => break false,
-                Wait::Child(pid, status) if libc::WIFSTOPPED(status) => {
+                Wait::Child(pid, status, _) if libc::WIFSTOPPED(status) => {
                     if pid == self.main_pid {
                         let raw = libc::WSTOPSIG(status);
                         let sig = Signal::from_raw(raw).unwrap_or(crate::signals::SIGSTOP);
@@ -555,20 +562,21 @@ impl Driver {
                         self.dispatch(Event::MainStopped { sig, on_terminal });
                     }
                 }
-                Wait::Child(pid, status) => {
+                Wait::Child(pid, status, cpu) => {
                     let Some(end) = ChildEnd::from_wait_status(status) else { continue };
                     if pid == self.main_pid && self.check_exec(true) {
                         continue;
                     }
                     if let Some(reap) = self.reaped(pid, end) {
+                        if matches!(reap, Reap::Main { .. } | Reap::Orphan { .. }) {
+                            self.count_reaped(cpu);
+                        }
                         ends.push(reap);
                     }
                 }
             }
         };
-        // With a cgroup, the tree is not over while anything is in it: an escapee that left
-        // watchd's descent (--no-subreaper) is no child of watchd's.
-        let children_left = children_left || self.populated();
+        let children_left = self.tree_left(children_left);
         if !ends.is_empty() || !children_left {
             self.dispatch(Event::Reaped { ends, children_left });
         }
@@ -640,9 +648,29 @@ impl Driver {
         Some(crate::probe::Pressure { cpu: p.cpu, io: p.io, memory: p.memory })
     }
 
-    /// Something is in the command's cgroup (false without one).
-    fn populated(&mut self) -> bool {
-        self.prober.cgroup().and_then(|cg| cg.events()).is_some_and(|e| e.populated)
+    /// Adds the CPU time of a reaped member of the tree (and of what it reaped) to the tree's:
+    /// counted from wait4 rather than from watchd's own cutime, which also holds the side
+    /// commands' (a health check every second would otherwise be the tree's evidence of life).
+    fn count_reaped(&mut self, cpu: std::time::Duration) {
+        self.reaped_cpu += cpu;
+        let ticks = self.reaped_cpu.as_nanos() * u128::from(self.prober.clk_tck()) / 1_000_000_000;
+        self.prober.set_reaped_ticks(u64::try_from(ticks).unwrap_or(u64::MAX));
+    }
+
+    /// Whether anything of the tree is left, given whether watchd has children at all. With a
+    /// cgroup, the tree is what is in it: an escapee that left watchd's descent
+    /// (--no-subreaper) is no child of watchd's, and side commands are never in it. Without
+    /// one, side commands (a health check, the stop or dump command) are children too: while
+    /// one runs, the walk says whether anything else is.
+    fn tree_left(&mut self, children: bool) -> bool {
+        if let Some(events) = self.prober.cgroup().and_then(|cg| cg.events()) {
+            return events.populated;
+        }
+        let exclude = self.exclude();
+        if !children || exclude.is_empty() || !self.proc_ok {
+            return children;
+        }
+        !self.prober.members(&exclude).is_empty()
     }
 
     /// Says with `-v` how the main child was placed in its cgroup, when that changed.
@@ -796,6 +824,7 @@ impl Driver {
             match SideCommand::start(&dump.cmd, pid, Some(left), Output::Stderr, &self.inherited) {
                 Ok(side) => {
                     dump.running = Some(side);
+                    dump.target = pid;
                     return;
                 }
                 Err(err) => self.reporter.warn(format!("--dump-cmd failed: {err}")),
@@ -914,17 +943,21 @@ impl Driver {
                 if main_alive && sys::kill(self.main_pid, sig).is_ok() {
                     count += 1;
                 }
-                let killed = tree::kill_tree(&mut self.prober, main, self.main_pid, sig);
+                let exclude = self.exclude();
+                let killed = tree::kill_tree(&mut self.prober, &exclude, main, self.main_pid, sig);
                 self.group_fallback(&[sig]);
                 Some(Event::Killed { sig, count: count + killed.signalled, stuck: killed.stuck })
             }
             Action::FinalKill => {
-                tree::kill_tree(&mut self.prober, None, self.main_pid, SIGKILL);
+                let exclude = self.exclude();
+                tree::kill_tree(&mut self.prober, &exclude, None, self.main_pid, SIGKILL);
                 self.group_fallback(&[SIGKILL]);
                 None
             }
             Action::Sweep => {
-                let killed = tree::kill_tree(&mut self.prober, None, self.main_pid, SIGKILL);
+                let exclude = self.exclude();
+                let killed =
+                    tree::kill_tree(&mut self.prober, &exclude, None, self.main_pid, SIGKILL);
                 Some(Event::Swept { count: killed.signalled, stuck: killed.stuck })
             }
             Action::RunStopCmd { cmd } => {
@@ -978,6 +1011,26 @@ impl Driver {
                 crate::dump::write_event_json(&snap, &mut processes);
                 Some(Event::Dumped { lines, processes })
             }
+            Action::EndDumpCmds => {
+                if let Some(mut dump) = self.dump_cmds.take() {
+                    let cut = dump.running.take().map(|side| {
+                        side.abort();
+                        self.aborted.push(side);
+                        dump.target
+                    });
+                    let skipped = dump.pids.len();
+                    if skipped > 0 || cut.is_some() {
+                        let processes = if skipped == 1 { "process" } else { "processes" };
+                        let cut = cut.map_or(String::new(), |pid| {
+                            format!(" (the one for {pid} was cut short)")
+                        });
+                        self.reporter.warn(format!(
+                            "--dump-cmd: the --dump-wait ran out; skipped {skipped} {processes}{cut}"
+                        ));
+                    }
+                }
+                None
+            }
             Action::DumpSignal(sig) => {
                 let exclude = self.exclude();
                 let _ = sys::kill(self.main_pid, sig);
@@ -995,7 +1048,7 @@ impl Driver {
                     .filter(|&pid| pid != self.main_pid)
                     .collect();
                 pids.push_front(self.main_pid);
-                self.dump_cmds = Some(DumpCmds { cmd, pids, running: None, until });
+                self.dump_cmds = Some(DumpCmds { cmd, pids, running: None, target: 0, until });
                 self.next_dump_cmd();
                 None
             }

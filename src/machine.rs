@@ -211,6 +211,8 @@ pub enum Action {
     /// `--dump-cmd` for each process of the tree in turn, main child first, until `until`
     /// (→ [`Event::DumpCmdsDone`]).
     DumpCmds { cmd: String, until: Instant },
+    /// The dump's time is up: kill the running `--dump-cmd` and skip the rest, saying how many.
+    EndDumpCmds,
     /// A message to the service manager watchd runs under (`READY=1`, `WATCHDOG=1`, ...).
     Upstream(String),
     /// Start the command again (→ [`Event::Spawned`] or [`Event::ExecFailed`]).
@@ -271,7 +273,8 @@ struct Ended {
 struct Stopped {
     reason: Reason,
     detail: String,
-    at: Instant,
+    /// When the stop went out; `None` while the dump still runs.
+    sent: Option<Instant>,
     how: String,
 }
 
@@ -856,8 +859,7 @@ impl Machine {
                 health.running = None;
                 out.push(Action::AbortHealth);
                 let took = self.set.health.map_or(Duration::ZERO, |t| t.timeout);
-                let detail =
-                    format!("no answer within {}, the --health-timeout", human_duration(took));
+                let detail = format!("timed out after {} (--health-timeout)", human_duration(took));
                 self.health_result(false, detail, took, now, out);
             }
             Some(_) => {}
@@ -1114,7 +1116,7 @@ impl Machine {
             Some(_) => "--stop-cmd".to_string(),
             None => self.set.stop_signal.to_string(),
         };
-        self.run.stopped = Some(Stopped { reason, detail, at: now, how });
+        self.run.stopped = Some(Stopped { reason, detail, sent: None, how });
         // The trigger line first, then the dump (the tree as it was), then the stop.
         let dump = self.set.dump.clone();
         let waits = dump.signal.is_some() || dump.cmd.is_some();
@@ -1147,6 +1149,12 @@ impl Machine {
 
     /// The drain proper: the stop signal (or --stop-cmd), and the grace.
     fn stop(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(stopped) = &mut self.run.stopped {
+            stopped.sent = Some(now);
+        }
+        if let State::Dumping { cmds_done: false, .. } = self.state {
+            out.push(Action::EndDumpCmds);
+        }
         let (grace, sig) = (self.set.grace, self.set.stop_signal);
         let grace_s = grace.as_secs_f64();
         let rest_stopped = match self.set.stop_cmd.clone() {
@@ -1213,7 +1221,8 @@ impl Machine {
         let last = RunEnd { end, reason, duration, diagnosis };
         if !self.restart_follows(end) {
             if self.wants_restart(end) {
-                let text = format!("giving up after {} restarts: {how}", self.restarts);
+                let n = self.restarts;
+                let text = format!("giving up after {n} restart{}: {how}", plural(n));
                 self.say(out, Level::Normal, text);
             }
             return self.exit_with(last, out);
@@ -1224,8 +1233,8 @@ impl Machine {
         }
         let delay = self.delay;
         self.delay = self.delay.saturating_mul(2).min(self.set.restart.delay_max);
-        self.restarts += 1;
-        let n = self.restarts;
+        // Counted when it happens: a stop request during the delay leaves it announced only.
+        let n = self.restarts + 1;
         let of = self.set.restart.max.map_or(String::new(), |max| format!(" of {max}"));
         let text = format!("restarting in {} (restart {n}{of}): {how}", human_duration(delay));
         self.say(out, Level::Normal, text);
@@ -1261,10 +1270,13 @@ impl Machine {
                     "child killed by {sig} at the end of the {} grace",
                     human_duration(self.set.grace)
                 ),
-                _ => {
-                    let after = human_duration(at.saturating_duration_since(stopped.at));
-                    format!("child {end} {after} after {}", stopped.how)
-                }
+                _ => match stopped.sent {
+                    Some(sent) => {
+                        let after = human_duration(at.saturating_duration_since(sent));
+                        format!("child {end} {after} after {}", stopped.how)
+                    }
+                    None => format!("child {end} during the dump, before {}", stopped.how),
+                },
             };
             let reason = stopped.reason;
             self.say(out, Level::Normal, format!("{reason}: {how}"));
@@ -1293,6 +1305,13 @@ impl Machine {
 
     /// The last word: the exit event and the status, after the last run.
     fn exit_with(&mut self, last: RunEnd, out: &mut Vec<Action>) {
+        // The metrics file's last word holds the final counters (a trigger by a health check
+        // or a deadline comes between probes), with the last figures probed.
+        if let Some(sample) = self.run.last {
+            let cpu_seconds = sample.cpu_ticks as f64 / self.set.clk_tck.max(1) as f64;
+            let since = self.run.policy.since_progress().as_secs_f64();
+            out.push(Action::Metrics(self.metrics(&sample, cpu_seconds, since)));
+        }
         let (code, signal) = code_and_signal(last.end);
         out.push(Action::Emit(Record::Exit {
             code,
@@ -1315,10 +1334,16 @@ impl Machine {
             return;
         }
         self.run = Run::new(self.run.number + 1, &self.set, &self.limits, now);
+        self.restarts += 1;
         self.state = State::Running;
         let (argv, cgroup) = (self.argv.clone(), self.cgroup.clone());
         self.started(pid, &argv, cgroup, out);
     }
+}
+
+/// "s" unless there is exactly one.
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// The exit event's `code` and `signal` for an end.
@@ -2551,7 +2576,7 @@ mod tests {
         end_and_restart(&mut sim, 0.5, ChildEnd::Exited(0));
         assert_eq!(restarts(&sim), [(1, 0.1, "exit")]);
         end_and_restart(&mut sim, 1.0, ChildEnd::Exited(0));
-        assert!(sim.has_line("giving up after 1 restarts: child exited with status 0"));
+        assert!(sim.has_line("giving up after 1 restart: child exited with status 0"));
         assert_eq!(sim.outcome(), Some(Outcome::Code(0)));
         let exit = sim.log.iter().find_map(|a| match a {
             Action::Emit(Record::Exit { restarts, .. }) => Some(*restarts),
@@ -2595,7 +2620,7 @@ mod tests {
             held_terminal: false,
         }];
         sim.send(Event::Reaped { ends, children_left: false });
-        assert!(sim.has_line("giving up after 1 restarts: stall (child killed by SIGTERM)"));
+        assert!(sim.has_line("giving up after 1 restart: stall (child killed by SIGTERM)"));
         assert_eq!(sim.outcome(), Some(Outcome::Code(124)));
     }
 
@@ -2615,6 +2640,12 @@ mod tests {
         assert!(sim.log.is_empty(), "{:?}", sim.log);
         sim.send(Event::Signals(vec![Incoming::sent(SIGINT)]));
         assert_eq!(sim.outcome(), Some(Outcome::Code(3)));
+        // The restart was announced, never made.
+        let made = sim.log.iter().find_map(|a| match a {
+            Action::Emit(Record::Exit { restarts, .. }) => Some(*restarts),
+            _ => None,
+        });
+        assert_eq!(made, Some(0));
         // Ctrl-C on the terminal that reached the child is a request to stop too.
         let mut sim = Sim::new(restart_settings(RestartMode::Always, None), Limits::none(HZ));
         let ends = vec![Reap::Main {
@@ -2723,5 +2754,38 @@ mod tests {
         sim.at(1.0).at(2.0);
         sim.reap(ChildEnd::Killed(SIGUSR1), false);
         assert_eq!(sim.outcome(), Some(Outcome::Code(124)));
+        assert!(sim.has_line("stall: child killed by SIGUSR1 during the dump, before SIGTERM"));
+    }
+
+    #[test]
+    fn the_dump_wait_cuts_the_commands_short_and_the_time_counts_from_the_stop() {
+        let mut set = settings();
+        set.dump =
+            Dump { snapshot: false, signal: None, cmd: Some("sleep 9".into()), wait: secs(2.0) };
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        assert_eq!(sim.count(|a| *a == Action::EndDumpCmds), 0);
+        sim.at(4.0);
+        // The commands' time is up before they are: the rest are skipped, then the stop.
+        let end = sim.log.iter().position(|a| *a == Action::EndDumpCmds).unwrap();
+        let stop = sim.log.iter().position(|a| matches!(a, Action::Stop { .. })).unwrap();
+        assert!(end < stop, "{:?}", sim.log);
+        sim.now = sim.t0 + secs(4.25);
+        sim.reap(ChildEnd::Killed(SIGTERM), false);
+        assert!(
+            sim.has_line("stall: child killed by SIGTERM 250ms after SIGTERM"),
+            "{:?}",
+            sim.log
+        );
+        // Commands that were done are not ended again.
+        let mut set = settings();
+        set.dump =
+            Dump { snapshot: false, signal: Some(SIGUSR1), cmd: Some("x".into()), wait: secs(2.0) };
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(1.0).at(2.0);
+        sim.send(Event::DumpCmdsDone);
+        sim.at(4.0);
+        assert_eq!(sim.count(|a| *a == Action::EndDumpCmds), 0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
     }
 }

@@ -205,7 +205,13 @@ pub struct Killed {
 /// With a cgroup, SIGKILL is one write to `cgroup.kill`, which no fork can outrun; the count is
 /// of the members just before it. Other kill signals take the way above over the cgroup's
 /// members.
-pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, group: i32, sig: Signal) -> Killed {
+pub fn kill_tree(
+    prober: &mut Prober,
+    exclude: &[i32],
+    skip: Option<i32>,
+    group: i32,
+    sig: Signal,
+) -> Killed {
     if sig == SIGKILL
         && let Some(killed) = kill_cgroup(prober)
     {
@@ -221,7 +227,7 @@ pub fn kill_tree(prober: &mut Prober, skip: Option<i32>, group: i32, sig: Signal
     }
     for _ in 0..KILL_SCANS {
         let mut fresh = 0;
-        let (members, cgroup) = members(prober, &[]);
+        let (members, cgroup) = members(prober, exclude);
         for member in members {
             if Some(member.0) == skip || held.iter().any(|(m, _)| *m == member) {
                 continue;

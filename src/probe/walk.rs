@@ -30,8 +30,8 @@ pub struct Proc {
 pub struct Scan {
     /// Tree members, zombies included (state `b'Z'`).
     pub procs: Vec<Proc>,
-    /// cutime + cstime of watchd itself: the CPU of the children it has reaped, which vanished
-    /// from `procs` when they were reaped.
+    /// CPU of the members watchd has reaped, which vanished from `procs` when they were reaped
+    /// (see `Prober::set_reaped_ticks`; else watchd's own cutime + cstime).
     pub reaped_ticks: u64,
     /// The tree's CPU time in µs, exact, when a cgroup counts it (every member that ever ran,
     /// reaped or not); then `procs`' ticks and `reaped_ticks` are not summed.
@@ -99,6 +99,9 @@ pub struct Prober {
     cgroup: Option<Cgroup>,
     /// The cgroup's CPU time at the last scan, µs.
     cgroup_us: u64,
+    /// The reaped members' CPU time as the caller counted it (from wait4); until it says,
+    /// watchd's own cutime + cstime stand in.
+    reaped_by_caller: bool,
 }
 
 /// Whether /proc shows watchd's own PID namespace.
@@ -155,6 +158,22 @@ impl Prober {
             needs: Needs::ALL,
             cgroup: None,
             cgroup_us: 0,
+            reaped_by_caller: false,
+        }
+    }
+
+    /// The CPU time, in clock ticks, of the tree's members that the caller reaped: from now on
+    /// the scans' `reaped_ticks`, instead of watchd's cutime, which also counts children that
+    /// are not the tree's.
+    pub fn set_reaped_ticks(&mut self, ticks: u64) {
+        self.reaped_by_caller = true;
+        self.reaped_ticks = self.reaped_ticks.max(ticks);
+    }
+
+    /// Takes watchd's cutime + cstime as the reaped CPU time, unless the caller counts it.
+    fn root_reaped(&mut self, stat: &Stat) {
+        if !self.reaped_by_caller {
+            self.reaped_ticks = self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
         }
     }
 
@@ -365,7 +384,7 @@ impl Prober {
         let Some((stat, threads)) = self.read_stat_threads(root) else {
             return Walk::NoChildrenFiles;
         };
-        self.reaped_ticks = self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
+        self.root_reaped(&stat);
         self.kids.clear();
         // The main thread's file exists whether or not it lists anyone: if it cannot be read,
         // the kernel has no children files.
@@ -469,8 +488,7 @@ impl Prober {
             if let Some(stat) = self.read_stat(pid) {
                 if pid == self.root {
                     root_seen = true;
-                    self.reaped_ticks =
-                        self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
+                    self.root_reaped(&stat);
                 }
                 self.stats.push(stat);
             }
@@ -478,7 +496,7 @@ impl Prober {
         if !root_seen {
             // root is watchd itself, so this only happens if /proc hides it from readdir.
             if let Some(stat) = self.read_stat(self.root) {
-                self.reaped_ticks = self.reaped_ticks.max(stat.cutime.saturating_add(stat.cstime));
+                self.root_reaped(&stat);
             }
         }
         self.stats.sort_unstable_by_key(|s| s.ppid);

@@ -202,11 +202,12 @@ pub fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: Signal) -> Result<(), Errno> {
     Errno::result(rc).map(drop)
 }
 
-/// One result of `waitpid(-1, WNOHANG | WUNTRACED)`.
+/// One result of `wait4(-1, WNOHANG | WUNTRACED)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
-    /// A child changed state: its pid and raw wait status (exited, killed or stopped).
-    Child(i32, i32),
+    /// A child changed state: its pid, raw wait status (exited, killed or stopped), and the
+    /// CPU time it and the children it reaped used (all zero for a stop).
+    Child(i32, i32, std::time::Duration),
     /// Children exist but none changed state.
     Nothing,
     /// No children are left (ECHILD).
@@ -221,11 +222,24 @@ pub fn wait_any() -> Wait {
 fn wait_nohang(which: i32) -> Wait {
     loop {
         let mut status = 0;
-        // SAFETY: waitpid writes the status of one of our children into `status`.
-        let pid = unsafe { libc::waitpid(which, &mut status, libc::WNOHANG | libc::WUNTRACED) };
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: wait4 writes the status and resource usage of one of our children into
+        // `status` and `usage`.
+        let pid = unsafe {
+            libc::wait4(which, &mut status, libc::WNOHANG | libc::WUNTRACED, usage.as_mut_ptr())
+        };
         match pid {
             0 => return Wait::Nothing,
-            p if p > 0 => return Wait::Child(p, status),
+            p if p > 0 => {
+                // SAFETY: zeroed is a valid rusage, and wait4 filled it in.
+                let usage = unsafe { usage.assume_init() };
+                let time = |t: libc::timeval| {
+                    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+                    let micros = u64::try_from(t.tv_usec).unwrap_or(0);
+                    std::time::Duration::from_secs(secs) + std::time::Duration::from_micros(micros)
+                };
+                return Wait::Child(p, status, time(usage.ru_utime) + time(usage.ru_stime));
+            }
             _ => match Errno::last() {
                 Errno::EINTR => continue,
                 Errno::ECHILD => return Wait::NoChildren,
@@ -438,7 +452,7 @@ mod tests {
         // Ours (by pid here: other tests of this process have children too): the raw status,
         // which exit::ChildEnd decodes.
         let pid = spawn_and_kill();
-        let Wait::Child(got, status) = wait_nohang(pid) else { panic!("no status") };
+        let Wait::Child(got, status, _) = wait_nohang(pid) else { panic!("no status") };
         assert_eq!(got, pid);
         assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == rt(3).as_raw());
     }
