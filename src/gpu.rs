@@ -7,10 +7,11 @@
 //! A statically linked build cannot load a shared library reliably and never tries.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::probe::GpuFigures;
 use crate::sys::nvml;
 
 /// The library [`load`] opens when `WATCHD_NVML_LIBRARY` names none: the driver's soname.
@@ -321,8 +322,15 @@ pub struct Gpu {
 /// Opens NVML: the file `WATCHD_NVML_LIBRARY` names (when set and not empty), else
 /// `libnvidia-ml.so.1` from the loader's search path.
 pub fn load() -> Result<Gpu, Unavailable> {
-    let named = std::env::var_os(LIBRARY_VAR).filter(|name| !name.is_empty());
-    load_from(named.as_deref().unwrap_or(OsStr::new(DEFAULT_LIBRARY)))
+    load_from(&library())
+}
+
+/// The library [`load`] opens: what `WATCHD_NVML_LIBRARY` names (when set and not empty), else
+/// `libnvidia-ml.so.1`.
+pub fn library() -> OsString {
+    std::env::var_os(LIBRARY_VAR)
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| OsString::from(DEFAULT_LIBRARY))
 }
 
 /// Opens NVML from `library` (a path, or a bare name for the loader's search path),
@@ -435,6 +443,123 @@ impl Gpu {
             ));
         }
         None
+    }
+}
+
+impl GpuSample {
+    /// The figures a probe's sample carries: evidence, `gpu_util`, `gpu_memory_bytes`.
+    pub fn figures(&self) -> GpuFigures {
+        GpuFigures {
+            busy: self.evidence,
+            util: self.util.map(f64::from),
+            memory_bytes: self.memory_bytes,
+        }
+    }
+
+    /// What the dump shows of the tree's process `pid`: NVML's entry for it; a window with no
+    /// sample of it is no use (0 %) when NVML answered, as the samples call keeps only processes
+    /// that used a GPU. A process NVML did not list holds no GPU memory and did no work, in
+    /// process scope; in device scope NVML's pids may be another PID namespace's, so nothing is
+    /// known of it.
+    pub fn of_process(&self, pid: u32, scope: Scope) -> ProcessGpu {
+        let util = self.util.map(|_| 0);
+        match self.per_process.iter().find(|p| p.pid == pid) {
+            Some(listed) => ProcessGpu { sm_percent: listed.sm_percent.or(util), ..*listed },
+            None if scope == Scope::Process => {
+                ProcessGpu { pid, sm_percent: util, memory_bytes: self.memory_bytes.map(|_| 0) }
+            }
+            None => ProcessGpu { pid, sm_percent: None, memory_bytes: None },
+        }
+    }
+}
+
+/// GPU evidence over watchd's run, for the driver: NVML is loaded at the first probe that has a
+/// use for its figures, and only once (initialising it is costly); where it cannot be, `-v` says
+/// why once and the run goes on without it. Keeps the last probe's figures for the dump.
+pub struct Probe {
+    scope: Scope,
+    /// The figures are always wanted (samples, metrics), not only when evidence decides something.
+    always: bool,
+    library: OsString,
+    nvml: Nvml,
+    last: Option<GpuSample>,
+}
+
+/// Where loading NVML stands.
+enum Nvml {
+    Untried,
+    Loaded(Gpu),
+    Unavailable,
+}
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nvml = match &self.nvml {
+            Nvml::Untried => "untried",
+            Nvml::Loaded(_) => "loaded",
+            Nvml::Unavailable => "unavailable",
+        };
+        f.debug_struct("Probe").field("scope", &self.scope).field("nvml", &nvml).finish()
+    }
+}
+
+impl Probe {
+    /// `always`: the figures go somewhere at every probe (`--events`, `--metrics-file`), so NVML
+    /// is loaded at the first probe even when evidence decides nothing. `library`: what to open
+    /// ([`library`]).
+    pub fn new(scope: Scope, always: bool, library: OsString) -> Probe {
+        Probe { scope, always, library, nvml: Nvml::Untried, last: None }
+    }
+
+    /// One probe's GPU figures, or `None` without NVML or when no device answered anything
+    /// (no news: the run is then what it would be without NVML). `deciding`: evidence decides something
+    /// now (a stall window is in force); with neither that nor `always`, NVML is not loaded
+    /// yet. `in_tree` says whether a pid NVML reports is the tree's; `say` takes `-v` lines.
+    pub fn probe(
+        &mut self,
+        deciding: bool,
+        in_tree: impl Fn(u32) -> bool,
+        mut say: impl FnMut(String),
+    ) -> Option<GpuFigures> {
+        if matches!(self.nvml, Nvml::Untried) {
+            if !(deciding || self.always) {
+                return None;
+            }
+            self.nvml = match load_from(&self.library) {
+                Ok(gpu) => {
+                    let whose = match self.scope {
+                        Scope::Process => "the tree's processes",
+                        Scope::Device => "any process (--gpu-evidence device)",
+                    };
+                    let n = gpu.devices();
+                    let gpus = if n == 1 { "1 GPU".to_string() } else { format!("{n} GPUs") };
+                    say(format!(
+                        "GPU evidence: NVML answers for {gpus}; counting the work of {whose}"
+                    ));
+                    Nvml::Loaded(gpu)
+                }
+                Err(why) => {
+                    say(why.to_string());
+                    Nvml::Unavailable
+                }
+            };
+        }
+        let Nvml::Loaded(gpu) = &mut self.nvml else { return None };
+        let mut sample = gpu.sample(self.scope, in_tree);
+        for note in std::mem::take(&mut sample.notes) {
+            say(note);
+        }
+        let answered = sample.util.is_some() || sample.memory_bytes.is_some();
+        let figures = answered.then(|| sample.figures());
+        self.last = Some(sample);
+        figures
+    }
+
+    /// The dump's figures for the tree's process `pid`, from the last probe; `None` without
+    /// NVML (or before its first probe).
+    pub fn of_process(&self, pid: i32) -> Option<ProcessGpu> {
+        let pid = u32::try_from(pid).ok()?;
+        Some(self.last.as_ref()?.of_process(pid, self.scope))
     }
 }
 
@@ -579,6 +704,45 @@ mod tests {
                 assert_eq!(got, GpuSample::default(), "{scope:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_dump_sees_each_tree_process_as_nvml_answered_for_it() {
+        const QUIET: u32 = 4343;
+        let answered = GpuSample {
+            evidence: true,
+            util: Some(60),
+            memory_bytes: Some(1024),
+            per_process: vec![
+                ProcessGpu { pid: TREE, sm_percent: Some(60), memory_bytes: Some(1024) },
+                ProcessGpu { pid: 99, sm_percent: None, memory_bytes: None },
+            ],
+            notes: Vec::new(),
+        };
+        for scope in [Scope::Process, Scope::Device] {
+            assert_eq!(answered.of_process(TREE, scope), answered.per_process[0]);
+            assert_eq!(
+                answered.of_process(99, scope),
+                ProcessGpu { pid: 99, sm_percent: Some(0), memory_bytes: None },
+                "listed with no sample: no use in the window; NVML could not tell its memory"
+            );
+        }
+        assert_eq!(
+            answered.of_process(QUIET, Scope::Process),
+            ProcessGpu { pid: QUIET, sm_percent: Some(0), memory_bytes: Some(0) },
+            "not listed: it used no GPU"
+        );
+        assert_eq!(
+            answered.of_process(QUIET, Scope::Device),
+            ProcessGpu { pid: QUIET, sm_percent: None, memory_bytes: None },
+            "NVML's pids may be another namespace's"
+        );
+        let failed = GpuSample { util: None, memory_bytes: None, ..answered };
+        assert_eq!(
+            failed.of_process(QUIET, Scope::Process),
+            ProcessGpu { pid: QUIET, sm_percent: None, memory_bytes: None },
+            "calls that failed tell nothing"
+        );
     }
 
     #[test]
@@ -897,6 +1061,92 @@ mod tests {
             let (_dir, library) =
                 fake("count", Variant::Full, "count 4294967295\ndevice 0\ndevice 3\n");
             assert_eq!(open(&library).devices(), 2);
+        }
+
+        /// Runs one `Probe::probe`, returning its figures and its `-v` lines.
+        fn probe(gpu: &mut Probe, deciding: bool) -> (Option<GpuFigures>, Vec<String>) {
+            let mut lines = Vec::new();
+            let figures = gpu.probe(deciding, in_tree, |line| lines.push(line));
+            (figures, lines)
+        }
+
+        #[test]
+        fn a_probe_loads_nvml_once_and_only_when_its_figures_have_a_use() {
+            let answers = format!("log\ndevice 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 7\n");
+            let (_dir, library) = fake("probe", Variant::Full, &answers);
+            let mut gpu = Probe::new(Scope::Process, false, library.clone().into_os_string());
+            assert_eq!(probe(&mut gpu, false), (None, vec![]), "no stall window, nothing written");
+            assert!(fake_nvml::calls(&library).is_empty(), "not loaded");
+            assert_eq!(gpu.of_process(TREE as i32), None);
+            let (figures, lines) = probe(&mut gpu, true);
+            let busy = GpuFigures { busy: true, util: Some(60.0), memory_bytes: Some(7) };
+            assert_eq!(figures, Some(busy));
+            assert_eq!(
+                lines,
+                ["GPU evidence: NVML answers for 1 GPU; counting the work of the tree's processes"]
+            );
+            assert_eq!(probe(&mut gpu, false), (Some(busy), vec![]), "loaded: it stays so");
+            let inits = fake_nvml::calls(&library).iter().filter(|c| *c == "nvmlInit_v2").count();
+            assert_eq!(inits, 1);
+            assert_eq!(
+                gpu.of_process(TREE as i32),
+                Some(ProcessGpu { pid: TREE, sm_percent: Some(60), memory_bytes: Some(7) })
+            );
+
+            let mut always = Probe::new(Scope::Device, true, library.into_os_string());
+            let (figures, lines) = probe(&mut always, false);
+            assert!(figures.is_some(), "samples or metrics are written: loaded at once");
+            assert!(lines[0].ends_with("counting the work of any process (--gpu-evidence device)"));
+        }
+
+        #[test]
+        fn an_unavailable_nvml_is_said_once_and_never_tried_again() {
+            let dir = Scratch::new("absent");
+            let library = dir.0.join("libnvidia-ml.so.1");
+            let mut gpu = Probe::new(Scope::Process, true, library.clone().into_os_string());
+            let (figures, lines) = probe(&mut gpu, true);
+            assert_eq!(figures, None);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].starts_with("no GPU evidence: "), "{lines:?}");
+            // The library appearing later changes nothing: loading is tried once per run.
+            fake_nvml::answer(&fake_nvml::install(&dir.0, Variant::Full), "log\ndevice 0\n");
+            assert_eq!(probe(&mut gpu, true), (None, vec![]));
+            assert!(fake_nvml::calls(&library).is_empty());
+            assert_eq!(gpu.of_process(TREE as i32), None);
+        }
+
+        #[test]
+        fn a_probe_says_a_failing_call_once() {
+            let answers = format!("device 0\nsample 0 {TREE} 60 now\nerror utilization\n");
+            let (_dir, library) = fake("notes", Variant::Full, &answers);
+            let mut gpu = Probe::new(Scope::Process, true, library.into_os_string());
+            let (figures, lines) = probe(&mut gpu, true);
+            assert_eq!(
+                figures,
+                Some(GpuFigures { busy: false, util: None, memory_bytes: Some(0) })
+            );
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            assert!(lines[1].contains("nvmlDeviceGetProcessUtilization failed"), "{lines:?}");
+            assert_eq!(probe(&mut gpu, true).1, Vec::<String>::new());
+        }
+
+        #[test]
+        fn a_probe_where_no_call_answers_is_no_news() {
+            let answers = format!(
+                "device 0 busy 90 used 7\nsample 0 {TREE} 60 now\n\
+                 error utilization\nerror processes\nerror rates\nerror memory\n"
+            );
+            let (_dir, library) = fake("silent", Variant::Full, &answers);
+            for scope in [Scope::Process, Scope::Device] {
+                let mut gpu = Probe::new(scope, true, library.clone().into_os_string());
+                let (figures, lines) = probe(&mut gpu, true);
+                assert_eq!(figures, None, "{scope:?}");
+                assert!(lines.len() > 1, "{lines:?}");
+                assert_eq!(
+                    gpu.of_process(TREE as i32),
+                    Some(ProcessGpu { pid: TREE, sm_percent: None, memory_bytes: None })
+                );
+            }
         }
 
         #[test]
