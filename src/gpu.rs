@@ -313,6 +313,9 @@ impl Call {
 /// NVML down.
 pub struct Gpu {
     library: nvml::Library,
+    /// The descriptors watchd held before NVML was opened, until the first sample has been
+    /// taken: what NVML opens up to then (device files) is made close-on-exec.
+    before: Option<Vec<std::os::fd::RawFd>>,
     /// Per device: the newest sample timestamp seen, in microseconds.
     last_seen: Vec<u64>,
     /// Per device and call: whether its failure was already noted.
@@ -336,6 +339,7 @@ pub fn library() -> OsString {
 /// Opens NVML from `library` (a path, or a bare name for the loader's search path),
 /// initialises it and takes a handle on every device it offers.
 pub fn load_from(library: &OsStr) -> Result<Gpu, Unavailable> {
+    let before = nvml::descriptors();
     let mut nvml = nvml::open(library)?;
     let status = nvml.init();
     if status != Status::SUCCESS {
@@ -360,7 +364,15 @@ pub fn load_from(library: &OsStr) -> Result<Gpu, Unavailable> {
             ),
         }));
     }
-    Ok(Gpu { library: nvml, last_seen: vec![0; devices], noted: vec![[false; Call::ALL]; devices] })
+    if let Some(before) = &before {
+        nvml::close_on_exec_since(before);
+    }
+    Ok(Gpu {
+        library: nvml,
+        before,
+        last_seen: vec![0; devices],
+        noted: vec![[false; Call::ALL]; devices],
+    })
 }
 
 impl fmt::Debug for Gpu {
@@ -384,6 +396,9 @@ impl Gpu {
             (0..self.devices()).map(|device| self.read(device, scope, now, &mut notes)).collect();
         for (last_seen, reading) in self.last_seen.iter_mut().zip(&readings) {
             *last_seen = last_seen_after(reading);
+        }
+        if let Some(before) = self.before.take() {
+            nvml::close_on_exec_since(&before);
         }
         GpuSample { notes, ..summarize(&readings, scope, in_tree) }
     }

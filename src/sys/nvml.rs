@@ -6,6 +6,7 @@
 //! CUDA or NVML; a statically linked build compiles the `dlopen` out.
 
 use std::ffi::{CStr, OsStr, c_char, c_uint, c_ulonglong, c_void};
+use std::os::fd::RawFd;
 
 use crate::gpu::{ProcessInfo, Status, Unavailable, UtilizationSample};
 
@@ -287,12 +288,75 @@ fn array<T>(room: &mut [T]) -> (*mut T, c_uint) {
     }
 }
 
+/// The descriptors watchd holds now (`None` when /proc/self/fd cannot be read), to tell
+/// afterwards which ones NVML opened.
+pub fn descriptors() -> Option<Vec<RawFd>> {
+    let listed: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    // The directory's own descriptor is listed and now closed: its number is free for the
+    // next open, which must not count as held before.
+    // SAFETY: F_GETFD only reads a descriptor's flags (EBADF for a closed one).
+    Some(listed.into_iter().filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).collect())
+}
+
+/// Marks close-on-exec every descriptor opened since `before` was taken. NVML opens the GPUs'
+/// device files and may not ask for close-on-exec: a command watchd starts later (a restart, a
+/// health check) would inherit them and hold the devices open. Descriptors watchd was given
+/// and passes on to the command (socket activation's) are in `before`, untouched.
+pub fn close_on_exec_since(before: &[RawFd]) {
+    for fd in descriptors().unwrap_or_default() {
+        if fd > 2 && !before.contains(&fd) {
+            // SAFETY: F_GETFD and F_SETFD only read and set the descriptor's flags; a number
+            // that closed meanwhile (read_dir's own) fails with EBADF, which is ignored.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Library {
     fn drop(&mut self) {
         if self.initialised {
             // SAFETY: NVML was initialised by this Library and is shut down once; the
             // device handles die with it.
             unsafe { (self.calls.shutdown)() };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close_on_exec(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD only reads the flags of a descriptor this test holds.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        flags >= 0 && flags & libc::FD_CLOEXEC != 0
+    }
+
+    #[test]
+    fn what_was_opened_since_becomes_close_on_exec_and_nothing_else() {
+        // SAFETY: opening /dev/null without O_CLOEXEC, as a library might; closed below.
+        let older = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        let before = descriptors().expect("/proc/self/fd");
+        assert!(before.contains(&older));
+        // SAFETY: as above.
+        let newer = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        assert!(older >= 0 && newer >= 0 && !close_on_exec(newer));
+        close_on_exec_since(&before);
+        assert!(close_on_exec(newer), "opened since: sealed");
+        assert!(!close_on_exec(older), "held before: left as it was");
+        // SAFETY: closing the descriptors opened above, once each.
+        unsafe {
+            libc::close(older);
+            libc::close(newer);
         }
     }
 }
