@@ -711,12 +711,16 @@ impl Driver {
     fn probe_gpu(&mut self, scan: &crate::probe::Scan) -> Option<GpuFigures> {
         let gpu = self.gpu.as_mut()?;
         let deciding = self.machine.evidence_window().is_some();
-        let members: HashSet<u32> = (scan.procs.iter().map(|p| p.pid))
-            .chain(self.last_members.iter().copied())
-            .filter_map(|pid| u32::try_from(pid).ok())
-            .collect();
+        let last = &self.last_members;
+        let tree = || {
+            let members: HashSet<u32> = (scan.procs.iter().map(|p| p.pid))
+                .chain(last.iter().copied())
+                .filter_map(|pid| u32::try_from(pid).ok())
+                .collect();
+            move |pid| members.contains(&pid)
+        };
         let reporter = &mut self.reporter;
-        gpu.probe(deciding, |pid| members.contains(&pid), |line| reporter.info(line))
+        gpu.probe(deciding, tree, |line| reporter.info(line))
     }
 
     /// Each dumped process's GPU memory and utilization, as the last probe found them.

@@ -529,11 +529,12 @@ impl Probe {
     /// One probe's GPU figures, or `None` without NVML or when no device answered anything
     /// (no news: the run is then what it would be without NVML). `deciding`: evidence decides something
     /// now (a stall window is in force); with neither that nor `always`, NVML is not loaded
-    /// yet. `in_tree` says whether a pid NVML reports is the tree's; `say` takes `-v` lines.
-    pub fn probe(
+    /// yet. `tree()` gives what says whether a pid NVML reports is the tree's (called only when
+    /// NVML is asked, so a run without it pays nothing per probe); `say` takes `-v` lines.
+    pub fn probe<InTree: Fn(u32) -> bool>(
         &mut self,
         deciding: bool,
-        in_tree: impl Fn(u32) -> bool,
+        tree: impl FnOnce() -> InTree,
         mut say: impl FnMut(String),
     ) -> Option<GpuFigures> {
         if matches!(self.nvml, Nvml::Untried) {
@@ -560,7 +561,7 @@ impl Probe {
             };
         }
         let Nvml::Loaded(gpu) = &mut self.nvml else { return None };
-        let mut sample = gpu.sample(self.scope, in_tree);
+        let mut sample = gpu.sample(self.scope, tree());
         for note in std::mem::take(&mut sample.notes) {
             say(note);
         }
@@ -1081,7 +1082,7 @@ mod tests {
         /// Runs one `Probe::probe`, returning its figures and its `-v` lines.
         fn probe(gpu: &mut Probe, deciding: bool) -> (Option<GpuFigures>, Vec<String>) {
             let mut lines = Vec::new();
-            let figures = gpu.probe(deciding, in_tree, |line| lines.push(line));
+            let figures = gpu.probe(deciding, || in_tree, |line| lines.push(line));
             (figures, lines)
         }
 
