@@ -19,7 +19,7 @@ use crate::health::{HealthUrl, HttpCheck, Interest};
 use crate::helper_run::{Output, SideCommand, SideStatus};
 use crate::machine::{Action, AfterTerminal, Event, Incoming, Machine, Reap, Settings};
 use crate::notify::{NotifySocket, Upstream};
-use crate::probe::{GpuFigures, OomCounters, Prober, ProcView, Sample, Sampler};
+use crate::probe::{OomCounters, Prober, ProcView, Sample, Sampler};
 use crate::report::{self, Reporter};
 use crate::signals::{
     self, SIGCHLD, SIGCONT, SIGKILL, SIGPIPE, SIGTTIN, SIGTTOU, Signal, SignalSet,
@@ -708,7 +708,7 @@ impl Driver {
     /// metrics written). In process scope, a pid NVML reports counts when it is of this scan or
     /// of the previous one (a process that used the GPU and ended since still worked for the
     /// tree in the window).
-    fn probe_gpu(&mut self, scan: &crate::probe::Scan) -> Option<GpuFigures> {
+    fn probe_gpu(&mut self, scan: &crate::probe::Scan) -> Option<crate::probe::GpuFigures> {
         let gpu = self.gpu.as_mut()?;
         let deciding = self.machine.evidence_window().is_some();
         let last = &self.last_members;
