@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::cli::{Cli, Evidence, ForwardTo, GpuEvidence, StopScope};
+use crate::cli::{Cli, Evidence, ForwardTo, StopScope};
 use crate::policy::Limits;
 use crate::readiness::HealthTiming;
 use crate::report::Level;
@@ -122,8 +122,8 @@ impl Config {
             evidence_notify: cli.evidence.contains(&Evidence::Notify),
             evidence_gpu: cli.evidence.contains(&Evidence::Gpu),
             gpu_scope: match cli.gpu_evidence {
-                GpuEvidence::Process => crate::gpu::Scope::Process,
-                GpuEvidence::Device => crate::gpu::Scope::Device,
+                crate::cli::GpuEvidence::Process => crate::gpu::Scope::Process,
+                crate::cli::GpuEvidence::Device => crate::gpu::Scope::Device,
             },
             health: match (cli.health_cmd, cli.health_url) {
                 (Some(cmd), _) => Some(HealthCheck::Cmd(cmd)),
