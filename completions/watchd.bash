@@ -23,7 +23,7 @@ _watchd() {
 
     case "${cmd}" in
         watchd)
-            opts="-s -t -v -q -h -V --stall --timeout --interval --evidence --heartbeat --min-cpu --cpu-limit --cpu-soft --cpu-soft-for --cpu-hard --max-rss --health-cmd --health-url --health-interval --health-timeout --health-retries --start-period --start-interval --ready-timeout --notify --restart --restart-max --restart-delay --restart-delay-max --dump-signal --dump-cmd --dump-wait --stop-signal --stop-scope --stop-cmd --grace --kill-signal --success-exit-status --exit-code-on-stop --rewrite-signal --forward-to --no-cleanup --no-subreaper --pdeathsig --cgroup --events --metrics-file --verbose --quiet --help --version"
+            opts="-s -t -v -q -h -V --stall --timeout --interval --evidence --gpu-evidence --heartbeat --min-cpu --cpu-limit --cpu-soft --cpu-soft-for --cpu-hard --max-rss --health-cmd --health-url --health-interval --health-timeout --health-retries --start-period --start-interval --ready-timeout --notify --restart --restart-max --restart-delay --restart-delay-max --dump-signal --dump-cmd --dump-wait --stop-signal --stop-scope --stop-cmd --grace --kill-signal --success-exit-status --exit-code-on-stop --rewrite-signal --forward-to --no-cleanup --no-subreaper --pdeathsig --cgroup --events --metrics-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -51,6 +51,10 @@ _watchd() {
                     ;;
                 --evidence)
                     COMPREPLY=($(compgen -W "cpu io notify gpu" -- "${cur}"))
+                    return 0
+                    ;;
+                --gpu-evidence)
+                    COMPREPLY=($(compgen -W "process device" -- "${cur}"))
                     return 0
                     ;;
                 --heartbeat)

@@ -5,6 +5,8 @@ complete -c watchd -l evidence -d 'What counts as evidence of life: cpu (a new p
 io\t''
 notify\t''
 gpu\t''"
+complete -c watchd -l gpu-evidence -d 'Whose GPU work counts as gpu evidence: the tree\'s processes, or any on a visible GPU (containers); WATCHD_NVML_LIBRARY names another NVML library' -r -f -a "process\t''
+device\t''"
 complete -c watchd -l heartbeat -d 'A file whose size or modification time changed since the last probe is evidence of life (repeatable)' -r -F
 complete -c watchd -l min-cpu -d 'CPU growth slower than CORES over a probe window is not evidence of life' -r
 complete -c watchd -l cpu-limit -d 'Stop the command when its tree uses too much of CORES (see --cpu-soft, --cpu-hard)' -r

@@ -50,6 +50,10 @@ pub struct Cli {
     #[arg(long, allow_hyphen_values = true, value_name = "KINDS", env = "WATCHD_EVIDENCE", default_value = "cpu,io,notify,gpu", value_delimiter = ',', help_heading = LIMITS)]
     pub evidence: Vec<Evidence>,
 
+    /// Whose GPU work counts as gpu evidence: the tree's processes, or any on a visible GPU (containers); WATCHD_NVML_LIBRARY names another NVML library
+    #[arg(long, allow_hyphen_values = true, value_name = "SCOPE", env = "WATCHD_GPU_EVIDENCE", default_value = "process", help_heading = LIMITS)]
+    pub gpu_evidence: GpuEvidence,
+
     /// A file whose size or modification time changed since the last probe is evidence of life (repeatable)
     #[arg(long, allow_hyphen_values = true, value_name = "PATH", env = "WATCHD_HEARTBEAT", value_delimiter = ':', help_heading = LIMITS)]
     pub heartbeat: Vec<PathBuf>,
@@ -222,6 +226,13 @@ pub enum Evidence {
     Io,
     Notify,
     Gpu,
+}
+
+/// `--gpu-evidence`: whose GPU work counts (NVML reports host pids inside a container).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GpuEvidence {
+    Process,
+    Device,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

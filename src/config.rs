@@ -28,6 +28,8 @@ pub struct Config {
     pub evidence_io: bool,
     pub evidence_notify: bool,
     pub evidence_gpu: bool,
+    /// `--gpu-evidence`: whose GPU work counts.
+    pub gpu_scope: crate::gpu::Scope,
     pub min_cpu: Option<f64>,
     pub cpu_limit: Option<f64>,
     pub cpu_soft: f64,
@@ -120,6 +122,10 @@ impl Config {
             evidence_io: cli.evidence.contains(&Evidence::Io),
             evidence_notify: cli.evidence.contains(&Evidence::Notify),
             evidence_gpu: cli.evidence.contains(&Evidence::Gpu),
+            gpu_scope: match cli.gpu_evidence {
+                crate::cli::GpuEvidence::Process => crate::gpu::Scope::Process,
+                crate::cli::GpuEvidence::Device => crate::gpu::Scope::Device,
+            },
             health: match (cli.health_cmd, cli.health_url) {
                 (Some(cmd), _) => Some(HealthCheck::Cmd(cmd)),
                 (None, Some(url)) => Some(HealthCheck::Url(url)),
@@ -228,6 +234,18 @@ mod tests {
             (l.stall, l.max_rss, l.clk_tck),
             (Some(Duration::from_secs(30)), Some(1 << 30), 100)
         );
+    }
+
+    #[test]
+    fn gpu_evidence_is_process_scope_unless_asked_for_the_device() {
+        use crate::gpu::Scope;
+        let c = config(&[]);
+        assert!(c.evidence_gpu, "gpu is in the default --evidence");
+        assert_eq!(c.gpu_scope, Scope::Process);
+        assert_eq!(config(&["--gpu-evidence", "device"]).gpu_scope, Scope::Device);
+        assert!(!config(&["--evidence", "cpu,io"]).evidence_gpu);
+        let bad = Cli::try_parse_from(["watchd", "--gpu-evidence", "host", "true"]);
+        assert!(bad.is_err(), "only process and device");
     }
 
     #[test]

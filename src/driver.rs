@@ -177,7 +177,8 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     let clk_tck = prober.cpu_unit();
     let mut limits = config.limits(clk_tck);
     limits.evidence_notify = config.evidence_notify && notify.is_some();
-    limits.evidence_gpu = false;
+    // Samples carry GPU figures only once NVML answers (`probe_gpu`): without it, no news.
+    limits.evidence_gpu = config.evidence_gpu;
     limits.heartbeats = !config.heartbeat.is_empty();
     let oom_before = OomCounters::read();
     let started = Instant::now();
@@ -253,6 +254,10 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
         reaped_cpu: std::time::Duration::ZERO,
         prober,
         sampler: Sampler::new(),
+        gpu: config.evidence_gpu.then(|| {
+            let always = config.events.is_some() || config.metrics_file.is_some();
+            crate::gpu::Probe::new(config.gpu_scope, always, crate::gpu::library())
+        }),
         started,
         reporter,
         signals: Vec::new(),
@@ -367,6 +372,8 @@ struct Driver {
     reaped_cpu: std::time::Duration,
     prober: Prober,
     sampler: Sampler,
+    /// GPU evidence (`gpu` in --evidence): NVML, loaded at the first probe that needs it.
+    gpu: Option<crate::gpu::Probe>,
     /// When the command was started: the origin of the machine's probe times.
     started: Instant,
     reporter: Reporter,
@@ -896,6 +903,34 @@ impl Driver {
         changed
     }
 
+    /// The GPUs' figures for the probe that made `scan` (SPEC "GPU evidence"): NVML is loaded
+    /// at the first probe whose figures have a use (a stall window in force, or samples and
+    /// metrics written). In process scope, a pid NVML reports counts when it is of this scan or
+    /// of the previous one (a process that used the GPU and ended since still worked for the
+    /// tree in the window).
+    fn probe_gpu(&mut self, scan: &crate::probe::Scan) -> Option<crate::probe::GpuFigures> {
+        let gpu = self.gpu.as_mut()?;
+        let deciding = self.machine.evidence_window().is_some();
+        let last = &self.last_members;
+        let tree = || {
+            let members: HashSet<u32> = (scan.procs.iter().map(|p| p.pid))
+                .chain(last.iter().copied())
+                .filter_map(|pid| u32::try_from(pid).ok())
+                .collect();
+            move |pid| members.contains(&pid)
+        };
+        let reporter = &mut self.reporter;
+        gpu.probe(deciding, tree, |line| reporter.info(line))
+    }
+
+    /// Each dumped process's GPU memory and utilization, as the last probe found them.
+    fn gpu_into_dump(&self, snap: &mut crate::dump::Snapshot) {
+        let Some(gpu) = &self.gpu else { return };
+        for process in &mut snap.processes {
+            process.gpu = gpu.of_process(process.pid);
+        }
+    }
+
     /// Carries out one action; returns its result when the machine wants one.
     fn act(&mut self, action: Action) -> Option<Event> {
         match action {
@@ -978,12 +1013,13 @@ impl Driver {
                 let exclude = self.exclude();
                 let scan = self.prober.scan(&exclude);
                 let visible = scan.procs.iter().any(|p| p.pid == self.main_pid);
+                let gpu = self.probe_gpu(&scan);
                 self.last_members.clear();
                 self.last_members.extend(scan.procs.iter().map(|p| p.pid));
                 let heartbeats = self.heartbeats();
                 let sample = self.sampler.sample(&scan, at);
                 let pressure = if self.reporting { self.pressure() } else { None };
-                Some(Event::Sample(Sample { visible, heartbeats, pressure, ..sample }))
+                Some(Event::Sample(Sample { visible, heartbeats, gpu, pressure, ..sample }))
             }
             Action::RunHealth => self.start_check(),
             Action::AbortHealth => {
@@ -1005,7 +1041,8 @@ impl Driver {
                 let at = now.saturating_duration_since(self.started);
                 let sampler = &self.sampler;
                 let idle = |pid, starttime| sampler.idle(pid, starttime, at);
-                let snap = crate::dump::snapshot(&members, idle, now + DUMP_READ);
+                let mut snap = crate::dump::snapshot(&members, idle, now + DUMP_READ);
+                self.gpu_into_dump(&mut snap);
                 let lines = crate::dump::render_text(&snap, self.main_pid, crate::dump::TEXT_MAX);
                 let mut processes = String::new();
                 crate::dump::write_event_json(&snap, &mut processes);

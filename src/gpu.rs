@@ -1,15 +1,18 @@
 //! GPU evidence of life: NVIDIA's management library (NVML), opened at run time, asked at each
 //! probe which processes used a GPU since the previous probe. Turning NVML's raw answers into a
-//! [`GpuSample`] is pure; the calls into the library sit in `sys_nvml` at the bottom.
+//! [`GpuSample`] is pure; the calls into the library sit in the system layer, `crate::sys::nvml`.
 //!
 //! The library is opened with `dlopen`, not linked: watchd has no build-time dependency on CUDA,
 //! and a machine without the library or without a device loses only this kind of evidence.
 //! A statically linked build cannot load a shared library reliably and never tries.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::probe::GpuFigures;
+use crate::sys::nvml;
 
 /// The library [`load`] opens when `WATCHD_NVML_LIBRARY` names none: the driver's soname.
 pub const DEFAULT_LIBRARY: &str = "libnvidia-ml.so.1";
@@ -295,7 +298,7 @@ enum Call {
 impl Call {
     const ALL: usize = 4;
 
-    fn name(self, library: &sys_nvml::Library) -> &'static str {
+    fn name(self, library: &nvml::Library) -> &'static str {
         match self {
             Call::Utilization => "nvmlDeviceGetProcessUtilization",
             Call::Processes => library.running_processes_name(),
@@ -309,7 +312,10 @@ impl Call {
 /// Load it once (initialising NVML is costly) and keep it for the whole run; dropping it shuts
 /// NVML down.
 pub struct Gpu {
-    library: sys_nvml::Library,
+    library: nvml::Library,
+    /// The descriptors watchd held before NVML was opened, until the first sample has been
+    /// taken: what NVML opens up to then (device files) is made close-on-exec.
+    before: Option<Vec<std::os::fd::RawFd>>,
     /// Per device: the newest sample timestamp seen, in microseconds.
     last_seen: Vec<u64>,
     /// Per device and call: whether its failure was already noted.
@@ -319,14 +325,22 @@ pub struct Gpu {
 /// Opens NVML: the file `WATCHD_NVML_LIBRARY` names (when set and not empty), else
 /// `libnvidia-ml.so.1` from the loader's search path.
 pub fn load() -> Result<Gpu, Unavailable> {
-    let named = std::env::var_os(LIBRARY_VAR).filter(|name| !name.is_empty());
-    load_from(named.as_deref().unwrap_or(OsStr::new(DEFAULT_LIBRARY)))
+    load_from(&library())
+}
+
+/// The library [`load`] opens: what `WATCHD_NVML_LIBRARY` names (when set and not empty), else
+/// `libnvidia-ml.so.1`.
+pub fn library() -> OsString {
+    std::env::var_os(LIBRARY_VAR)
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| OsString::from(DEFAULT_LIBRARY))
 }
 
 /// Opens NVML from `library` (a path, or a bare name for the loader's search path),
 /// initialises it and takes a handle on every device it offers.
 pub fn load_from(library: &OsStr) -> Result<Gpu, Unavailable> {
-    let mut nvml = sys_nvml::open(library)?;
+    let before = nvml::descriptors();
+    let mut nvml = nvml::open(library)?;
     let status = nvml.init();
     if status != Status::SUCCESS {
         return Err(Unavailable::InitFailed(nvml.describe(status)));
@@ -350,7 +364,15 @@ pub fn load_from(library: &OsStr) -> Result<Gpu, Unavailable> {
             ),
         }));
     }
-    Ok(Gpu { library: nvml, last_seen: vec![0; devices], noted: vec![[false; Call::ALL]; devices] })
+    if let Some(before) = &before {
+        nvml::close_on_exec_since(before);
+    }
+    Ok(Gpu {
+        library: nvml,
+        before,
+        last_seen: vec![0; devices],
+        noted: vec![[false; Call::ALL]; devices],
+    })
 }
 
 impl fmt::Debug for Gpu {
@@ -374,6 +396,9 @@ impl Gpu {
             (0..self.devices()).map(|device| self.read(device, scope, now, &mut notes)).collect();
         for (last_seen, reading) in self.last_seen.iter_mut().zip(&readings) {
             *last_seen = last_seen_after(reading);
+        }
+        if let Some(before) = self.before.take() {
+            nvml::close_on_exec_since(&before);
         }
         GpuSample { notes, ..summarize(&readings, scope, in_tree) }
     }
@@ -436,312 +461,129 @@ impl Gpu {
     }
 }
 
+impl GpuSample {
+    /// The figures a probe's sample carries: evidence, `gpu_util`, `gpu_memory_bytes`.
+    pub fn figures(&self) -> GpuFigures {
+        GpuFigures {
+            busy: self.evidence,
+            util: self.util.map(f64::from),
+            memory_bytes: self.memory_bytes,
+        }
+    }
+
+    /// What the dump shows of the tree's process `pid`: NVML's entry for it; a window with no
+    /// sample of it is no use (0 %) when NVML answered, as the samples call keeps only processes
+    /// that used a GPU. A process NVML did not list holds no GPU memory and did no work, in
+    /// process scope; in device scope NVML's pids may be another PID namespace's, so nothing is
+    /// known of it.
+    pub fn of_process(&self, pid: u32, scope: Scope) -> ProcessGpu {
+        let util = self.util.map(|_| 0);
+        match self.per_process.iter().find(|p| p.pid == pid) {
+            Some(listed) => ProcessGpu { sm_percent: listed.sm_percent.or(util), ..*listed },
+            None if scope == Scope::Process => {
+                ProcessGpu { pid, sm_percent: util, memory_bytes: self.memory_bytes.map(|_| 0) }
+            }
+            None => ProcessGpu { pid, sm_percent: None, memory_bytes: None },
+        }
+    }
+}
+
+/// GPU evidence over watchd's run, for the driver: NVML is loaded at the first probe that has a
+/// use for its figures, and only once (initialising it is costly); where it cannot be, `-v` says
+/// why once and the run goes on without it. Keeps the last probe's figures for the dump.
+pub struct Probe {
+    scope: Scope,
+    /// The figures are always wanted (samples, metrics), not only when evidence decides something.
+    always: bool,
+    library: OsString,
+    nvml: Nvml,
+    last: Option<GpuSample>,
+}
+
+/// Where loading NVML stands.
+enum Nvml {
+    Untried,
+    Loaded(Gpu),
+    Unavailable,
+}
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nvml = match &self.nvml {
+            Nvml::Untried => "untried",
+            Nvml::Loaded(_) => "loaded",
+            Nvml::Unavailable => "unavailable",
+        };
+        f.debug_struct("Probe").field("scope", &self.scope).field("nvml", &nvml).finish()
+    }
+}
+
+impl Probe {
+    /// `always`: the figures go somewhere at every probe (`--events`, `--metrics-file`), so NVML
+    /// is loaded at the first probe even when evidence decides nothing. `library`: what to open
+    /// ([`library`]).
+    pub fn new(scope: Scope, always: bool, library: OsString) -> Probe {
+        Probe { scope, always, library, nvml: Nvml::Untried, last: None }
+    }
+
+    /// One probe's GPU figures, or `None` without NVML or when no device answered anything
+    /// (no news: the run is then what it would be without NVML). `deciding`: evidence decides something
+    /// now (a stall window is in force); with neither that nor `always`, NVML is not loaded
+    /// yet. `tree()` gives what says whether a pid NVML reports is the tree's (called only when
+    /// NVML is asked, so a run without it pays nothing per probe); `say` takes `-v` lines.
+    pub fn probe<InTree: Fn(u32) -> bool>(
+        &mut self,
+        deciding: bool,
+        tree: impl FnOnce() -> InTree,
+        mut say: impl FnMut(String),
+    ) -> Option<GpuFigures> {
+        if matches!(self.nvml, Nvml::Untried) {
+            if !(deciding || self.always) {
+                return None;
+            }
+            self.nvml = match load_from(&self.library) {
+                Ok(gpu) => {
+                    let whose = match self.scope {
+                        Scope::Process => "the tree's processes",
+                        Scope::Device => "any process (--gpu-evidence device)",
+                    };
+                    let n = gpu.devices();
+                    let gpus = if n == 1 { "1 GPU".to_string() } else { format!("{n} GPUs") };
+                    say(format!(
+                        "GPU evidence: NVML answers for {gpus}; counting the work of {whose}"
+                    ));
+                    Nvml::Loaded(gpu)
+                }
+                Err(why) => {
+                    say(why.to_string());
+                    Nvml::Unavailable
+                }
+            };
+        }
+        let Nvml::Loaded(gpu) = &mut self.nvml else { return None };
+        let mut sample = gpu.sample(self.scope, tree());
+        for note in std::mem::take(&mut sample.notes) {
+            say(note);
+        }
+        let answered = sample.util.is_some() || sample.memory_bytes.is_some();
+        let figures = answered.then(|| sample.figures());
+        self.last = Some(sample);
+        figures
+    }
+
+    /// The dump's figures for the tree's process `pid`, from the last probe; `None` without
+    /// NVML (or before its first probe).
+    pub fn of_process(&self, pid: i32) -> Option<ProcessGpu> {
+        let pid = u32::try_from(pid).ok()?;
+        Some(self.last.as_ref()?.of_process(pid, self.scope))
+    }
+}
+
 /// NVML's timestamps are the wall clock in microseconds.
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
-}
-
-// To be moved into src/sys.rs
-/// The calls into the NVML library: `dlopen`, `dlsym`, and each NVML function watchd uses,
-/// behind safe functions. Device handles never leave this module: devices are named by their
-/// position in `Library::devices`.
-mod sys_nvml {
-    use std::ffi::{CStr, OsStr, c_char, c_uint, c_ulonglong, c_void};
-
-    use super::{ProcessInfo, Status, Unavailable, UtilizationSample};
-
-    /// nvml.h's `nvmlDevice_t`: an opaque handle, valid while NVML is initialised.
-    type Device = *mut c_void;
-    type Return = c_uint;
-
-    /// nvml.h's `nvmlUtilization_t`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct Utilization {
-        gpu: c_uint,
-        memory: c_uint,
-    }
-
-    /// nvml.h's `nvmlMemory_t`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct Memory {
-        total: c_ulonglong,
-        free: c_ulonglong,
-        used: c_ulonglong,
-    }
-
-    // nvml.h's signatures of the calls watchd makes.
-    type Init = unsafe extern "C" fn() -> Return;
-    type Shutdown = unsafe extern "C" fn() -> Return;
-    type DeviceCount = unsafe extern "C" fn(*mut c_uint) -> Return;
-    type DeviceHandle = unsafe extern "C" fn(c_uint, *mut Device) -> Return;
-    type ProcessUtilization =
-        unsafe extern "C" fn(Device, *mut UtilizationSample, *mut c_uint, c_ulonglong) -> Return;
-    type RunningProcesses = unsafe extern "C" fn(Device, *mut c_uint, *mut ProcessInfo) -> Return;
-    type UtilizationRates = unsafe extern "C" fn(Device, *mut Utilization) -> Return;
-    type MemoryInfo = unsafe extern "C" fn(Device, *mut Memory) -> Return;
-    type ErrorString = unsafe extern "C" fn(Return) -> *const c_char;
-
-    /// The library's entry points.
-    #[derive(Clone, Copy)]
-    struct Calls {
-        init: Init,
-        shutdown: Shutdown,
-        device_count: DeviceCount,
-        device_handle: DeviceHandle,
-        process_utilization: ProcessUtilization,
-        running_processes: RunningProcesses,
-        running_processes_v3: bool,
-        utilization_rates: Option<UtilizationRates>,
-        memory_info: Option<MemoryInfo>,
-        error_string: Option<ErrorString>,
-    }
-
-    /// An opened NVML library. It is never unloaded: NVML may leave threads and handlers
-    /// behind that point into it, and watchd keeps it for its whole life anyway.
-    pub struct Library {
-        calls: Calls,
-        initialised: bool,
-        devices: Vec<Device>,
-    }
-
-    /// Opens the library and finds the calls watchd makes. A statically linked build does not
-    /// try: glibc's dlopen from a static binary needs, at run time, the very glibc it was
-    /// linked with, and a library that pulls in another libc breaks the process.
-    pub fn open(path: &OsStr) -> Result<Library, Unavailable> {
-        #[cfg(target_feature = "crt-static")]
-        {
-            let _ = path;
-            Err(Unavailable::StaticBuild)
-        }
-        #[cfg(not(target_feature = "crt-static"))]
-        {
-            let calls = dynamic::open(path)?;
-            Ok(Library { calls, initialised: false, devices: Vec::new() })
-        }
-    }
-
-    #[cfg(not(target_feature = "crt-static"))]
-    mod dynamic {
-        use std::ffi::{CStr, CString, OsStr, c_void};
-        use std::mem::transmute;
-        use std::os::unix::ffi::OsStrExt;
-
-        use super::{
-            Calls, DeviceCount, DeviceHandle, ErrorString, Init, MemoryInfo, ProcessUtilization,
-            RunningProcesses, Shutdown, Unavailable, UtilizationRates,
-        };
-
-        pub fn open(path: &OsStr) -> Result<Calls, Unavailable> {
-            let shown = path.to_string_lossy().into_owned();
-            let Ok(name) = CString::new(path.as_bytes()) else {
-                return Err(Unavailable::NoLibrary(format!("{shown}: a path with a NUL byte")));
-            };
-            // SAFETY: `name` is a NUL-terminated string. Loading runs the library's
-            // initialisers: watchd trusts the file the driver installed or the user named, as
-            // the loader trusts LD_PRELOAD.
-            let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-            if handle.is_null() {
-                return Err(Unavailable::NoLibrary(loader_error(&shown)));
-            }
-            let required = |name: &'static CStr| {
-                symbol(handle, name).ok_or_else(|| Unavailable::MissingCall {
-                    library: shown.clone(),
-                    call: name.to_str().unwrap_or_default(),
-                })
-            };
-            let init = required(c"nvmlInit_v2")?;
-            let shutdown = required(c"nvmlShutdown")?;
-            let device_count = required(c"nvmlDeviceGetCount_v2")?;
-            let device_handle = required(c"nvmlDeviceGetHandleByIndex_v2")?;
-            let process_utilization = required(c"nvmlDeviceGetProcessUtilization")?;
-            // Newer drivers export _v3, older ones only _v2; both fill the same nvmlProcessInfo_t.
-            let v3 = symbol(handle, c"nvmlDeviceGetComputeRunningProcesses_v3");
-            let running = match v3 {
-                Some(address) => address,
-                None => required(c"nvmlDeviceGetComputeRunningProcesses_v2")?,
-            };
-            let utilization_rates = symbol(handle, c"nvmlDeviceGetUtilizationRates");
-            let memory_info = symbol(handle, c"nvmlDeviceGetMemoryInfo");
-            let error_string = symbol(handle, c"nvmlErrorString");
-            // SAFETY: each address is that of the NVML function exported under the name it was
-            // looked up by, and becomes a pointer to a function of the signature nvml.h
-            // declares for that name (the field's type).
-            unsafe {
-                Ok(Calls {
-                    init: transmute::<*mut c_void, Init>(init),
-                    shutdown: transmute::<*mut c_void, Shutdown>(shutdown),
-                    device_count: transmute::<*mut c_void, DeviceCount>(device_count),
-                    device_handle: transmute::<*mut c_void, DeviceHandle>(device_handle),
-                    process_utilization: transmute::<*mut c_void, ProcessUtilization>(
-                        process_utilization,
-                    ),
-                    running_processes: transmute::<*mut c_void, RunningProcesses>(running),
-                    running_processes_v3: v3.is_some(),
-                    utilization_rates: utilization_rates
-                        .map(|f| transmute::<*mut c_void, UtilizationRates>(f)),
-                    memory_info: memory_info.map(|f| transmute::<*mut c_void, MemoryInfo>(f)),
-                    error_string: error_string.map(|f| transmute::<*mut c_void, ErrorString>(f)),
-                })
-            }
-        }
-
-        fn symbol(handle: *mut c_void, name: &CStr) -> Option<*mut c_void> {
-            // SAFETY: `handle` is a live handle from dlopen (never closed); `name` is
-            // NUL-terminated.
-            let address = unsafe { libc::dlsym(handle, name.as_ptr()) };
-            (!address.is_null()).then_some(address)
-        }
-
-        fn loader_error(shown: &str) -> String {
-            // SAFETY: dlerror returns null or a NUL-terminated message that stays valid until
-            // the next dl* call on this thread; it is copied at once.
-            unsafe {
-                let message = libc::dlerror();
-                if message.is_null() {
-                    format!("{shown}: cannot be loaded")
-                } else {
-                    CStr::from_ptr(message).to_string_lossy().into_owned()
-                }
-            }
-        }
-    }
-
-    impl Library {
-        /// `nvmlInit_v2`; on success `Drop` shuts NVML down again.
-        pub fn init(&mut self) -> Status {
-            // SAFETY: nvmlInit_v2 takes no argument and may be called at any time.
-            let status = Status(unsafe { (self.calls.init)() });
-            self.initialised = status == Status::SUCCESS;
-            status
-        }
-
-        pub fn device_count(&self) -> Result<u32, Status> {
-            let mut count: c_uint = 0;
-            // SAFETY: `count` is a valid out-pointer for the duration of the call.
-            let status = Status(unsafe { (self.calls.device_count)(&mut count) });
-            if status == Status::SUCCESS { Ok(count) } else { Err(status) }
-        }
-
-        /// Takes a handle on device `index` and appends it to `devices`.
-        pub fn add_device(&mut self, index: u32) -> Result<(), Status> {
-            let mut device: Device = std::ptr::null_mut();
-            // SAFETY: `device` is a valid out-pointer; NVML validates the index.
-            let status = Status(unsafe { (self.calls.device_handle)(index, &mut device) });
-            if status != Status::SUCCESS {
-                return Err(status);
-            }
-            self.devices.push(device);
-            Ok(())
-        }
-
-        pub fn devices(&self) -> usize {
-            self.devices.len()
-        }
-
-        /// `nvmlDeviceGetProcessUtilization` into `room`: samples newer than `since`.
-        pub fn process_utilization(
-            &self,
-            device: usize,
-            room: &mut [UtilizationSample],
-            since: u64,
-        ) -> (Status, u32) {
-            let Some(&handle) = self.devices.get(device) else {
-                return (Status::INVALID_ARGUMENT, 0);
-            };
-            let (array, mut count) = array(room);
-            // SAFETY: `handle` came from nvmlDeviceGetHandleByIndex_v2 on this library;
-            // `array` is null with a count of 0 or points to `count` writable samples laid out
-            // as nvml.h's nvmlProcessUtilizationSample_t; `count` is a valid in/out pointer.
-            let status =
-                unsafe { (self.calls.process_utilization)(handle, array, &mut count, since) };
-            (Status(status), count)
-        }
-
-        /// `nvmlDeviceGetComputeRunningProcesses_v3` (or `_v2`) into `room`.
-        pub fn running_processes(&self, device: usize, room: &mut [ProcessInfo]) -> (Status, u32) {
-            let Some(&handle) = self.devices.get(device) else {
-                return (Status::INVALID_ARGUMENT, 0);
-            };
-            let (array, mut count) = array(room);
-            // SAFETY: as in process_utilization; the array is laid out as nvml.h's
-            // nvmlProcessInfo_t, which both the _v3 and _v2 calls fill.
-            let status = unsafe { (self.calls.running_processes)(handle, &mut count, array) };
-            (Status(status), count)
-        }
-
-        pub fn running_processes_name(&self) -> &'static str {
-            if self.calls.running_processes_v3 {
-                "nvmlDeviceGetComputeRunningProcesses_v3"
-            } else {
-                "nvmlDeviceGetComputeRunningProcesses_v2"
-            }
-        }
-
-        /// `nvmlDeviceGetUtilizationRates`' `gpu`: percent of the last sample period during
-        /// which a kernel ran.
-        pub fn utilization_rates(&self, device: usize) -> Result<u32, Status> {
-            let (Some(&handle), Some(call)) =
-                (self.devices.get(device), self.calls.utilization_rates)
-            else {
-                return Err(Status::FUNCTION_NOT_FOUND);
-            };
-            let mut rates = Utilization::default();
-            // SAFETY: `handle` as above; `rates` is a valid out-pointer to nvmlUtilization_t.
-            let status = Status(unsafe { call(handle, &mut rates) });
-            if status == Status::SUCCESS { Ok(rates.gpu) } else { Err(status) }
-        }
-
-        /// `nvmlDeviceGetMemoryInfo`'s `used` bytes.
-        pub fn memory_used(&self, device: usize) -> Result<u64, Status> {
-            let (Some(&handle), Some(call)) = (self.devices.get(device), self.calls.memory_info)
-            else {
-                return Err(Status::FUNCTION_NOT_FOUND);
-            };
-            let mut memory = Memory::default();
-            // SAFETY: `handle` as above; `memory` is a valid out-pointer to nvmlMemory_t.
-            let status = Status(unsafe { call(handle, &mut memory) });
-            if status == Status::SUCCESS { Ok(memory.used) } else { Err(status) }
-        }
-
-        /// `nvmlErrorString`'s text for a status, with its number.
-        pub fn describe(&self, status: Status) -> String {
-            let text = self.calls.error_string.and_then(|call| {
-                // SAFETY: nvmlErrorString accepts any value and returns null or a static
-                // NUL-terminated string, copied at once.
-                unsafe {
-                    let text = call(status.0);
-                    (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
-                }
-            });
-            match text {
-                Some(text) => format!("{text}, NVML error {}", status.0),
-                None => format!("NVML error {}", status.0),
-            }
-        }
-    }
-
-    /// A list call's array argument: null with a count of 0 for no room (NVML's way of asking
-    /// for the size), else the slice's start and length.
-    fn array<T>(room: &mut [T]) -> (*mut T, c_uint) {
-        match c_uint::try_from(room.len()) {
-            Ok(0) | Err(_) => (std::ptr::null_mut(), 0),
-            Ok(len) => (room.as_mut_ptr(), len),
-        }
-    }
-
-    impl Drop for Library {
-        fn drop(&mut self) {
-            if self.initialised {
-                // SAFETY: NVML was initialised by this Library and is shut down once; the
-                // device handles die with it.
-                unsafe { (self.calls.shutdown)() };
-            }
-        }
-    }
 }
 
 #[cfg(all(test, not(target_feature = "crt-static")))]
@@ -878,6 +720,45 @@ mod tests {
                 assert_eq!(got, GpuSample::default(), "{scope:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_dump_sees_each_tree_process_as_nvml_answered_for_it() {
+        const QUIET: u32 = 4343;
+        let answered = GpuSample {
+            evidence: true,
+            util: Some(60),
+            memory_bytes: Some(1024),
+            per_process: vec![
+                ProcessGpu { pid: TREE, sm_percent: Some(60), memory_bytes: Some(1024) },
+                ProcessGpu { pid: 99, sm_percent: None, memory_bytes: None },
+            ],
+            notes: Vec::new(),
+        };
+        for scope in [Scope::Process, Scope::Device] {
+            assert_eq!(answered.of_process(TREE, scope), answered.per_process[0]);
+            assert_eq!(
+                answered.of_process(99, scope),
+                ProcessGpu { pid: 99, sm_percent: Some(0), memory_bytes: None },
+                "listed with no sample: no use in the window; NVML could not tell its memory"
+            );
+        }
+        assert_eq!(
+            answered.of_process(QUIET, Scope::Process),
+            ProcessGpu { pid: QUIET, sm_percent: Some(0), memory_bytes: Some(0) },
+            "not listed: it used no GPU"
+        );
+        assert_eq!(
+            answered.of_process(QUIET, Scope::Device),
+            ProcessGpu { pid: QUIET, sm_percent: None, memory_bytes: None },
+            "NVML's pids may be another namespace's"
+        );
+        let failed = GpuSample { util: None, memory_bytes: None, ..answered };
+        assert_eq!(
+            failed.of_process(QUIET, Scope::Process),
+            ProcessGpu { pid: QUIET, sm_percent: None, memory_bytes: None },
+            "calls that failed tell nothing"
+        );
     }
 
     #[test]
@@ -1196,6 +1077,92 @@ mod tests {
             let (_dir, library) =
                 fake("count", Variant::Full, "count 4294967295\ndevice 0\ndevice 3\n");
             assert_eq!(open(&library).devices(), 2);
+        }
+
+        /// Runs one `Probe::probe`, returning its figures and its `-v` lines.
+        fn probe(gpu: &mut Probe, deciding: bool) -> (Option<GpuFigures>, Vec<String>) {
+            let mut lines = Vec::new();
+            let figures = gpu.probe(deciding, || in_tree, |line| lines.push(line));
+            (figures, lines)
+        }
+
+        #[test]
+        fn a_probe_loads_nvml_once_and_only_when_its_figures_have_a_use() {
+            let answers = format!("log\ndevice 0\nsample 0 {TREE} 60 now\nprocess 0 {TREE} 7\n");
+            let (_dir, library) = fake("probe", Variant::Full, &answers);
+            let mut gpu = Probe::new(Scope::Process, false, library.clone().into_os_string());
+            assert_eq!(probe(&mut gpu, false), (None, vec![]), "no stall window, nothing written");
+            assert!(fake_nvml::calls(&library).is_empty(), "not loaded");
+            assert_eq!(gpu.of_process(TREE as i32), None);
+            let (figures, lines) = probe(&mut gpu, true);
+            let busy = GpuFigures { busy: true, util: Some(60.0), memory_bytes: Some(7) };
+            assert_eq!(figures, Some(busy));
+            assert_eq!(
+                lines,
+                ["GPU evidence: NVML answers for 1 GPU; counting the work of the tree's processes"]
+            );
+            assert_eq!(probe(&mut gpu, false), (Some(busy), vec![]), "loaded: it stays so");
+            let inits = fake_nvml::calls(&library).iter().filter(|c| *c == "nvmlInit_v2").count();
+            assert_eq!(inits, 1);
+            assert_eq!(
+                gpu.of_process(TREE as i32),
+                Some(ProcessGpu { pid: TREE, sm_percent: Some(60), memory_bytes: Some(7) })
+            );
+
+            let mut always = Probe::new(Scope::Device, true, library.into_os_string());
+            let (figures, lines) = probe(&mut always, false);
+            assert!(figures.is_some(), "samples or metrics are written: loaded at once");
+            assert!(lines[0].ends_with("counting the work of any process (--gpu-evidence device)"));
+        }
+
+        #[test]
+        fn an_unavailable_nvml_is_said_once_and_never_tried_again() {
+            let dir = Scratch::new("absent");
+            let library = dir.0.join("libnvidia-ml.so.1");
+            let mut gpu = Probe::new(Scope::Process, true, library.clone().into_os_string());
+            let (figures, lines) = probe(&mut gpu, true);
+            assert_eq!(figures, None);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].starts_with("no GPU evidence: "), "{lines:?}");
+            // The library appearing later changes nothing: loading is tried once per run.
+            fake_nvml::answer(&fake_nvml::install(&dir.0, Variant::Full), "log\ndevice 0\n");
+            assert_eq!(probe(&mut gpu, true), (None, vec![]));
+            assert!(fake_nvml::calls(&library).is_empty());
+            assert_eq!(gpu.of_process(TREE as i32), None);
+        }
+
+        #[test]
+        fn a_probe_says_a_failing_call_once() {
+            let answers = format!("device 0\nsample 0 {TREE} 60 now\nerror utilization\n");
+            let (_dir, library) = fake("notes", Variant::Full, &answers);
+            let mut gpu = Probe::new(Scope::Process, true, library.into_os_string());
+            let (figures, lines) = probe(&mut gpu, true);
+            assert_eq!(
+                figures,
+                Some(GpuFigures { busy: false, util: None, memory_bytes: Some(0) })
+            );
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            assert!(lines[1].contains("nvmlDeviceGetProcessUtilization failed"), "{lines:?}");
+            assert_eq!(probe(&mut gpu, true).1, Vec::<String>::new());
+        }
+
+        #[test]
+        fn a_probe_where_no_call_answers_is_no_news() {
+            let answers = format!(
+                "device 0 busy 90 used 7\nsample 0 {TREE} 60 now\n\
+                 error utilization\nerror processes\nerror rates\nerror memory\n"
+            );
+            let (_dir, library) = fake("silent", Variant::Full, &answers);
+            for scope in [Scope::Process, Scope::Device] {
+                let mut gpu = Probe::new(scope, true, library.clone().into_os_string());
+                let (figures, lines) = probe(&mut gpu, true);
+                assert_eq!(figures, None, "{scope:?}");
+                assert!(lines.len() > 1, "{lines:?}");
+                assert_eq!(
+                    gpu.of_process(TREE as i32),
+                    Some(ProcessGpu { pid: TREE, sm_percent: None, memory_bytes: None })
+                );
+            }
         }
 
         #[test]

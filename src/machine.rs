@@ -477,6 +477,14 @@ impl Machine {
         self.run.number
     }
 
+    /// The window within which the tree must show evidence of life, if any: the stall window
+    /// in force (`--stall`, or the command's `WATCHDOG_USEC`), else the interval of the service
+    /// manager's watchdog, whose pings watchd backs with the tree's progress. Without one,
+    /// evidence decides nothing, and costly kinds of it (NVML) need not be gathered for it.
+    pub fn evidence_window(&self) -> Option<Duration> {
+        self.run.policy.stall().or(self.set.upstream.flatten())
+    }
+
     pub fn on(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         if self.exited() {
@@ -801,7 +809,7 @@ impl Machine {
         if let Some(at) = self.upstream_ping.filter(|&at| now >= at) {
             let half = self.set.upstream.flatten().unwrap_or(Duration::from_secs(1)) / 2;
             // Backed by the tree's progress: no ping while it shows none within the window.
-            let window = self.run.policy.stall().or(self.set.upstream.flatten());
+            let window = self.evidence_window();
             // The stall clock as of now: what it read at the last probe, plus the time since.
             let probed = self.run.last.map_or(self.run.started, |s| self.run.started + s.at);
             let quiet = self.run.policy.since_progress() + now.saturating_duration_since(probed);
@@ -2447,6 +2455,63 @@ mod tests {
         sim.send(Event::Notify { pid: 4242, in_tree: false, message });
         assert!(sim.log.iter().all(|a| matches!(a, Action::Say(..))), "{:?}", sim.log);
         assert!(sim.has_line("dropped a notify message from pid 4242"));
+    }
+
+    // ---- GPU evidence ----
+
+    #[test]
+    fn evidence_matters_within_a_stall_window_from_the_flag_the_command_or_the_service_manager() {
+        assert_eq!(Sim::new(settings(), Limits::none(HZ)).m.evidence_window(), None);
+        assert_eq!(Sim::stall(5.0).m.evidence_window(), Some(secs(5.0)));
+        let mut sim = Sim::new(settings(), Limits::none(HZ));
+        sim.send(notify(&["WATCHDOG_USEC=2000000"]));
+        assert_eq!(sim.m.evidence_window(), Some(secs(2.0)), "the command's WATCHDOG_USEC");
+        sim.send(notify(&["WATCHDOG_USEC=0"]));
+        assert_eq!(sim.m.evidence_window(), None);
+        let mut set = settings();
+        set.upstream = Some(Some(secs(4.0)));
+        assert_eq!(Sim::new(set, Limits::none(HZ)).m.evidence_window(), Some(secs(4.0)));
+    }
+
+    /// The `sample` event's and the metrics' GPU figures, in order.
+    fn gpu_figures(sim: &Sim) -> Vec<(Option<f64>, Option<u64>, Option<f64>)> {
+        let events = sim.log.iter().filter_map(|a| match a {
+            Action::Emit(Record::Sample { gpu_util, gpu_memory_bytes, .. }) => {
+                Some((*gpu_util, *gpu_memory_bytes))
+            }
+            _ => None,
+        });
+        let metrics = sim.log.iter().filter_map(|a| match a {
+            Action::Metrics(m) => Some(m.gpu_utilization),
+            _ => None,
+        });
+        events.zip(metrics).map(|((util, bytes), ratio)| (util, bytes, ratio)).collect()
+    }
+
+    #[test]
+    fn gpu_work_of_the_tree_is_evidence_and_its_figures_reach_events_and_metrics() {
+        use crate::probe::GpuFigures;
+        let limits = Limits { stall: Some(secs(2.0)), evidence_gpu: true, ..Limits::none(HZ) };
+        let mut sim = Sim::new(settings(), limits.clone());
+        let busy = GpuFigures { busy: true, util: Some(60.0), memory_bytes: Some(1 << 30) };
+        sim.world.sample.gpu = Some(busy);
+        for t in 1..=5 {
+            sim.at(t as f64);
+        }
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 0, "the GPU worked");
+        assert_eq!(gpu_figures(&sim), [(Some(60.0), Some(1 << 30), Some(0.6)); 5]);
+        sim.take();
+        // The kernel ended; the host sleeps on.
+        sim.world.sample.gpu = Some(GpuFigures { busy: false, util: Some(0.0), ..busy });
+        sim.at(6.0).at(7.0);
+        assert!(sim.has_line("stall: no CPU, I/O or GPU progress for 2s"), "{:?}", sim.lines());
+        assert_eq!(gpu_figures(&sim)[0], (Some(0.0), Some(1 << 30), Some(0.0)));
+
+        // Without NVML there are no figures: no GPU in the stall line, nulls in the sample.
+        let mut sim = Sim::new(settings(), limits);
+        sim.at(1.0).at(2.0).at(3.0);
+        assert!(sim.has_line("stall: no CPU or I/O progress for 2s"), "{:?}", sim.lines());
+        assert!(gpu_figures(&sim).iter().all(|&f| f == (None, None, None)));
     }
 
     // ---- the service manager above ----

@@ -9,10 +9,11 @@ use std::time::Duration;
 use super::{Fd, Process, Snapshot, Socket, Syscall, Task};
 
 /// Appends `[{process}, ...]` to `out`. Each process has pid, ppid, state, threads,
-/// cpu_seconds, rss_bytes, idle_s, wchan, syscall, syscall_nr, fd, cmdline, comm, stack, psi,
-/// gpu_util, gpu_memory_bytes (the last three null until the cgroup and GPU work fills them) and
-/// tasks: its threads with the same fields (pid being the thread id; ppid, threads and rss_bytes
-/// the process's, which is what a thread's own stat says; cmdline null, being the process's).
+/// cpu_seconds, rss_bytes, idle_s, wchan, syscall, syscall_nr, fd, cmdline, comm, stack, psi
+/// (null until the cgroup work fills it), gpu_util (percent) and gpu_memory_bytes (null without
+/// NVML, or where it could not tell) and tasks: its threads with the same fields (pid being the
+/// thread id; ppid, threads and rss_bytes the process's, which is what a thread's own stat says;
+/// cmdline null, being the process's; the GPU figures null, NVML knowing only processes).
 pub fn write_event_json(snap: &Snapshot, out: &mut String) {
     out.push('[');
     for (i, p) in snap.processes.iter().enumerate() {
@@ -32,7 +33,8 @@ pub fn write_event_json(snap: &Snapshot, out: &mut String) {
         o.string("cmdline", p.cmdline.as_deref());
         o.string("comm", Some(&p.comm));
         stack_field(&mut o, main.and_then(|t| t.stack.as_deref()));
-        nulls(&mut o);
+        o.null("psi");
+        gpu_fields(&mut o, p.gpu.as_ref());
         o.key("tasks");
         o.out.push('[');
         for (j, t) in p.tasks.iter().enumerate() {
@@ -60,7 +62,8 @@ fn task(out: &mut String, p: &Process, t: &Task) {
     o.string("cmdline", None);
     o.string("comm", Some(&t.comm));
     stack_field(&mut o, t.stack.as_deref());
-    nulls(&mut o);
+    o.null("psi");
+    gpu_fields(&mut o, None);
     o.close();
 }
 
@@ -120,11 +123,15 @@ fn stack_field(o: &mut Object<'_>, stack: Option<&[String]>) {
     o.out.push(']');
 }
 
-/// Pressure and GPU figures: not read yet (the cgroup and GPU issues fill them).
-fn nulls(o: &mut Object<'_>) {
-    o.null("psi");
-    o.null("gpu_util");
-    o.null("gpu_memory_bytes");
+fn gpu_fields(o: &mut Object<'_>, gpu: Option<&crate::gpu::ProcessGpu>) {
+    match gpu.and_then(|g| g.sm_percent) {
+        Some(percent) => o.number("gpu_util", percent),
+        None => o.null("gpu_util"),
+    }
+    match gpu.and_then(|g| g.memory_bytes) {
+        Some(bytes) => o.number("gpu_memory_bytes", bytes),
+        None => o.null("gpu_memory_bytes"),
+    }
 }
 
 /// An object being written into `out`.
@@ -265,6 +272,7 @@ mod tests {
             rss_bytes: 4096,
             idle: None,
             cmdline: Some("python3 -c '\u{2028}'".into()),
+            gpu: None,
             tasks: vec![t(10, Some(socket)), t(11, None)],
         };
         Snapshot { processes: vec![p], unread: 0 }
@@ -317,6 +325,30 @@ mod tests {
         assert_eq!(p["syscall_nr"], 45);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(p["syscall"], "recvfrom");
+    }
+
+    #[test]
+    fn gpu_figures_are_the_process_s_and_null_where_unknown() {
+        use crate::gpu::ProcessGpu;
+        let mut snap = sample();
+        let figures = |snap: &Snapshot| {
+            let mut out = String::new();
+            write_event_json(snap, &mut out);
+            let v: Value = serde_json::from_str(&out).expect("valid JSON");
+            let task = &v[0]["tasks"][0];
+            assert_eq!(
+                (&task["gpu_util"], &task["gpu_memory_bytes"]),
+                (&Value::Null, &Value::Null)
+            );
+            (v[0]["gpu_util"].clone(), v[0]["gpu_memory_bytes"].clone())
+        };
+        assert_eq!(figures(&snap), (Value::Null, Value::Null), "no NVML");
+        snap.processes[0].gpu =
+            Some(ProcessGpu { pid: 10, sm_percent: Some(87), memory_bytes: Some(3 << 30) });
+        assert_eq!(figures(&snap), (Value::from(87), Value::from(3u64 << 30)));
+        snap.processes[0].gpu =
+            Some(ProcessGpu { pid: 10, sm_percent: Some(0), memory_bytes: None });
+        assert_eq!(figures(&snap), (Value::from(0), Value::Null));
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Process {
     pub idle: Option<Duration>,
     /// Arguments joined by spaces, "" for zombies and kernel threads; `None` when unreadable.
     pub cmdline: Option<String>,
+    /// Its GPU memory and utilization at the last probe, as NVML told them; `None` without NVML
+    /// (the reading here leaves it so; the driver fills it in).
+    pub gpu: Option<crate::gpu::ProcessGpu>,
     /// Every thread read, the main thread (tid == pid) first, then by tid.
     pub tasks: Vec<Task>,
 }

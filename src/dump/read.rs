@@ -190,6 +190,7 @@ impl Reader {
             rss_bytes: stat.rss_pages.saturating_mul(self.page_size),
             idle: idle.or_else(|| tasks.iter().filter_map(|t| t.idle).min()),
             cmdline,
+            gpu: None,
             tasks,
         })
     }

@@ -10,6 +10,8 @@
 //! - reading a signalfd: nix reads one `siginfo` per system call; watchd reads a batch;
 //! - `sigset_t` with real-time members, `sigaction` queries and `sigtimedwait`: nix's types
 //!   cannot hold real-time signals.
+//!
+//! `nvml` holds the calls into NVIDIA's management library, opened at run time (GPU evidence).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -18,6 +20,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 
 use crate::signals::Signal;
+
+pub mod nvml;
 
 /// A set of signals, real-time ones included (nix's `SigSet` only takes its own enum).
 #[derive(Clone, Copy)]
