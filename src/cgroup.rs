@@ -54,6 +54,10 @@ pub struct Facts {
     pub own: Result<Own, String>,
     /// watchd is PID 1 of its PID namespace.
     pub pid1: bool,
+    /// watchd's cgroup is the root of the whole hierarchy, not only of its cgroup namespace:
+    /// it has no `cgroup.events`, which every other cgroup has. A PID 1 there is a process of
+    /// the host in a PID namespace of its own (`unshare --pid`), not a container's init.
+    pub hierarchy_root: bool,
 }
 
 impl Facts {
@@ -65,7 +69,8 @@ impl Facts {
             (Err(err), _) => Err(format!("cannot read /proc/self/cgroup: {err}")),
             (_, Err(err)) => Err(format!("cannot read /proc/self/mountinfo: {err}")),
         };
-        Facts { own, pid1: std::process::id() == 1 }
+        let hierarchy_root = own.as_ref().is_ok_and(|own| !own.dir.join("cgroup.events").exists());
+        Facts { own, pid1: std::process::id() == 1, hierarchy_root }
     }
 }
 
@@ -151,8 +156,17 @@ pub fn decide(mode: Mode, facts: &Facts) -> Decision {
     let why = match own.delegated {
         _ if mode == Mode::On => "--cgroup on".to_string(),
         Some(mark) => format!("its cgroup {} carries {mark}", own.dir.display()),
-        None if facts.pid1 && own.path == Path::new("/") => {
+        None if facts.pid1 && own.path == Path::new("/") && !facts.hierarchy_root => {
             "watchd is PID 1 at the root of its cgroup namespace".to_string()
+        }
+        None if facts.pid1 && facts.hierarchy_root => {
+            return Decision::Proc {
+                why: format!(
+                    "watchd is PID 1 in the root cgroup of the whole hierarchy ({}), a host's \
+                     and not a container's: it is not its to manage",
+                    own.dir.display()
+                ),
+            };
         }
         None => {
             return Decision::Proc {
@@ -410,6 +424,15 @@ impl Cgroup {
             }
             Err(err) => Err(RemoveError::Io(err)),
         }
+    }
+}
+
+impl Drop for Cgroup {
+    /// A cgroup watchd made goes with it when it is empty, whatever way watchd leaves (a
+    /// command that could not be started, an error): rmdir removes only an empty cgroup, so one
+    /// that still holds processes (--no-cleanup) stays.
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 
@@ -868,8 +891,13 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
             // At the root but not PID 1 (a shell in a container): neither.
             (Mode::Auto, Ok(own("/", false, None)), false, "proc", "not delegated"),
         ];
+        // PID 1 at the root of the whole hierarchy: a host process under `unshare --pid`.
+        let host = Facts { own: Ok(own("/", false, None)), pid1: true, hierarchy_root: true };
+        let decision = decide(Mode::Auto, &host);
+        assert_eq!(kind(&decision), "proc", "{host:?}");
+        assert!(format!("{decision:?}").contains("a host's and not a container's"), "{decision:?}");
         for (mode, found, pid1, want, says) in cases {
-            let facts = Facts { own: found.clone(), pid1: *pid1 };
+            let facts = Facts { own: found.clone(), pid1: *pid1, hierarchy_root: false };
             let decision = decide(*mode, &facts);
             let (Decision::Use { why, .. } | Decision::Proc { why } | Decision::Fail { why }) =
                 &decision;
@@ -877,7 +905,8 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
             assert!(why.contains(says), "{mode:?} {facts:?}: {why:?} lacks {says:?}");
             assert!(!why.contains('\n'), "one line: {why:?}");
         }
-        let decision = decide(Mode::On, &Facts { own: plain(), pid1: false });
+        let decision =
+            decide(Mode::On, &Facts { own: plain(), pid1: false, hierarchy_root: false });
         assert_eq!(
             decision,
             Decision::Use {

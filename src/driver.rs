@@ -1012,7 +1012,11 @@ impl Driver {
             Action::Probe { at } => {
                 let exclude = self.exclude();
                 let scan = self.prober.scan(&exclude);
-                let visible = scan.procs.iter().any(|p| p.pid == self.main_pid);
+                // Through a cgroup the figures hold whatever /proc hides (cgroup.procs and
+                // cpu.stat are the cgroup's), and a main child that has exited is no longer in
+                // it, though not yet reaped.
+                let visible =
+                    scan.cpu_us.is_some() || scan.procs.iter().any(|p| p.pid == self.main_pid);
                 let gpu = self.probe_gpu(&scan);
                 self.last_members.clear();
                 self.last_members.extend(scan.procs.iter().map(|p| p.pid));
@@ -1043,6 +1047,7 @@ impl Driver {
                 let idle = |pid, starttime| sampler.idle(pid, starttime, at);
                 let mut snap = crate::dump::snapshot(&members, idle, now + DUMP_READ);
                 self.gpu_into_dump(&mut snap);
+                snap.pressure = self.prober.cgroup().map(|cg| cg.pressure());
                 let lines = crate::dump::render_text(&snap, self.main_pid, crate::dump::TEXT_MAX);
                 let mut processes = String::new();
                 crate::dump::write_event_json(&snap, &mut processes);

@@ -213,7 +213,7 @@ pub fn kill_tree(
     sig: Signal,
 ) -> Killed {
     if sig == SIGKILL
-        && let Some(killed) = kill_cgroup(prober)
+        && let Some(killed) = kill_cgroup(prober, skip)
     {
         if sys::group_exists(group) {
             let _ = sys::kill_group(group, SIGKILL);
@@ -262,12 +262,13 @@ pub fn kill_tree(
 }
 
 /// SIGKILL through `cgroup.kill`; `None` without a cgroup, or where the kernel has no such
-/// file (before 5.14: the signal walk does it).
-fn kill_cgroup(prober: &mut Prober) -> Option<Killed> {
+/// file (before 5.14: the signal walk does it). `skip` (the main child, which the caller
+/// signals and counts itself) is killed too, but not counted.
+fn kill_cgroup(prober: &mut Prober, skip: Option<i32>) -> Option<Killed> {
     let (members, _) = members(prober, &[]);
     prober.cgroup()?.kill().ok()?;
     let mut killed = Killed::default();
-    for (pid, _) in members {
+    for (pid, _) in members.into_iter().filter(|&(pid, _)| Some(pid) != skip) {
         killed.signalled += 1;
         if prober_state(pid) == Some(b'D') {
             killed.stuck += 1;

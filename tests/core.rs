@@ -411,7 +411,13 @@ fn no_cleanup_leaves_the_rest_running() {
     run(cmd).assert_code(0);
     let left = processes_tagged(&tag);
     assert_eq!(left.len(), 1, "the background sleep should survive");
+    // With a cgroup, the leftover keeps it, and watchd leaves it behind (SPEC).
+    let cgroup = watchd_cgroup_of(left[0]);
+    assert_eq!(cgroup.is_some(), cgroup_mode().as_deref() == Some("on"), "{cgroup:?}");
     kill(left[0] as u32, libc::SIGKILL);
+    if let Some(dir) = cgroup {
+        remove_left_cgroup(&dir);
+    }
 }
 
 #[test]
@@ -423,9 +429,14 @@ fn killing_watchd_kills_the_child_through_pdeathsig() {
     let mut child = watchd(["sh", "-c", &script]).spawn().unwrap();
     let pid = pids_in(&wait_file(&pidfile, Duration::from_secs(10)))[0];
     assert!(alive(pid));
+    let cgroup = cgroup_dir_of(pid).filter(|d| d.ends_with(format!("watchd-{}", child.id())));
     child.kill().unwrap();
     child.wait().unwrap();
     wait_for("the child to die with watchd", Duration::from_secs(5), || !alive(pid));
+    // With a cgroup, a SIGKILLed watchd leaves it behind (see the README).
+    if let Some(dir) = cgroup {
+        remove_left_cgroup(&dir);
+    }
 }
 
 #[test]

@@ -607,6 +607,8 @@ fn sigkilled_watchd_takes_the_child_along() {
         wait_for("the child to exec sleep", Duration::from_secs(5), || {
             fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "sleep")
         });
+        // With a cgroup, a SIGKILLed watchd leaves it behind (see the README); this test removes it.
+        let cgroup = cgroup_dir_of(child).filter(|d| d.ends_with(format!("watchd-{}", w.pid())));
         kill(w.pid(), libc::SIGKILL);
         let mut status = 0;
         let mut reaped = false;
@@ -630,6 +632,9 @@ fn sigkilled_watchd_takes_the_child_along() {
             libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == want,
             "the child ended with wait status {status:#x}, want death by signal {want}\n{r}"
         );
+        if let Some(dir) = cgroup {
+            remove_left_cgroup(&dir);
+        }
         f.assert_clean(&r);
     }
 }
@@ -830,11 +835,15 @@ fn the_leftover_check_catches_an_escapee() {
         Bg::spawn(f.watchd(["--no-cleanup", "sh", "-c", &script])).finish(Duration::from_secs(10));
     r.assert_code(0);
     let kid = pids_in(&fs::read_to_string(f.path("kid")).unwrap())[0];
+    let cgroup = watchd_cgroup_of(kid);
     assert!(processes_tagged(&f.tag).contains(&kid));
     assert!(children_of(my_pid()).iter().any(|&(p, _)| p == kid));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.assert_clean(&r)));
     assert!(caught.is_err(), "assert_clean missed an escapee");
     assert!(!alive(kid), "assert_clean did not clean up the escapee");
+    if let Some(dir) = cgroup {
+        remove_left_cgroup(&dir);
+    }
     // And a signalled stranger is noticed.
     kill(f.strangers[1].child.id() as i32, libc::SIGUSR2);
     let log = f.strangers[1].log.clone().unwrap();

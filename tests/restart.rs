@@ -1109,6 +1109,11 @@ fn leftovers_are_killed_and_reaped_before_the_next_run_even_with_no_cleanup() {
         last.len() == 1 && alive(last[0]),
         "--no-cleanup leaves the last run's leftovers running\n{story}"
     );
+    // With a cgroup, the leftover keeps it, and watchd leaves it behind.
+    if let Some(dir) = watchd_cgroup_of(last[0]) {
+        kill(last[0], libc::SIGKILL);
+        remove_left_cgroup(&dir);
+    }
 }
 
 #[test]

@@ -1,16 +1,19 @@
 //! The `processes` array of the `dump` event: every process and thread with all fields.
 //!
-//! A minimal JSON writer of its own for now (report.rs keeps its `json_string` and `json_f64`
-//! private); it escapes exactly as they do, so switching to the shared writer changes no output.
+//! Strings and numbers are written by the events' own writer (`report::events`), so a dump
+//! escapes exactly as every other event.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::{Fd, Process, Snapshot, Socket, Syscall, Task};
+use crate::cgroup::Pressure;
+use crate::report::{json_f64, json_string};
 
 /// Appends `[{process}, ...]` to `out`. Each process has pid, ppid, state, threads,
 /// cpu_seconds, rss_bytes, idle_s, wchan, syscall, syscall_nr, fd, cmdline, comm, stack, psi
-/// (null until the cgroup work fills it), gpu_util (percent) and gpu_memory_bytes (null without
+/// (the command's cgroup's pressure, `some avg10` ratios {cpu, io, memory}; null without a
+/// cgroup), gpu_util (percent) and gpu_memory_bytes (null without
 /// NVML, or where it could not tell) and tasks: its threads with the same fields (pid being the
 /// thread id; ppid, threads and rss_bytes the process's, which is what a thread's own stat says;
 /// cmdline null, being the process's; the GPU figures null, NVML knowing only processes).
@@ -33,7 +36,7 @@ pub fn write_event_json(snap: &Snapshot, out: &mut String) {
         o.string("cmdline", p.cmdline.as_deref());
         o.string("comm", Some(&p.comm));
         stack_field(&mut o, main.and_then(|t| t.stack.as_deref()));
-        o.null("psi");
+        psi_field(&mut o, snap.pressure.as_ref());
         gpu_fields(&mut o, p.gpu.as_ref());
         o.key("tasks");
         o.out.push('[');
@@ -41,7 +44,7 @@ pub fn write_event_json(snap: &Snapshot, out: &mut String) {
             if j > 0 {
                 o.out.push(',');
             }
-            task(o.out, p, t);
+            task(o.out, p, t, snap.pressure.as_ref());
         }
         o.out.push(']');
         o.close();
@@ -49,7 +52,7 @@ pub fn write_event_json(snap: &Snapshot, out: &mut String) {
     out.push(']');
 }
 
-fn task(out: &mut String, p: &Process, t: &Task) {
+fn task(out: &mut String, p: &Process, t: &Task, pressure: Option<&Pressure>) {
     let mut o = Object::open(out);
     o.number("pid", t.tid);
     o.number("ppid", p.ppid);
@@ -62,7 +65,7 @@ fn task(out: &mut String, p: &Process, t: &Task) {
     o.string("cmdline", None);
     o.string("comm", Some(&t.comm));
     stack_field(&mut o, t.stack.as_deref());
-    o.null("psi");
+    psi_field(&mut o, pressure);
     gpu_fields(&mut o, None);
     o.close();
 }
@@ -121,6 +124,16 @@ fn stack_field(o: &mut Object<'_>, stack: Option<&[String]>) {
         json_string(o.out, frame);
     }
     o.out.push(']');
+}
+
+fn psi_field(o: &mut Object<'_>, pressure: Option<&Pressure>) {
+    let Some(p) = pressure else { return o.null("psi") };
+    o.key("psi");
+    let mut psi = Object::open(o.out);
+    psi.float("cpu", p.cpu);
+    psi.float("io", p.io);
+    psi.float("memory", p.memory);
+    psi.close();
 }
 
 fn gpu_fields(o: &mut Object<'_>, gpu: Option<&crate::gpu::ProcessGpu>) {
@@ -188,44 +201,6 @@ impl<'a> Object<'a> {
     }
 }
 
-/// As report.rs's: control characters and U+2028/2029 escaped, so an event stays one line.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{0}'..='\u{1f}' | '\u{2028}' | '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// As report.rs's: at most three decimals, no trailing zeros, `null` when not finite.
-fn json_f64(out: &mut String, v: f64) {
-    if !v.is_finite() {
-        out.push_str("null");
-        return;
-    }
-    let start = out.len();
-    let _ = write!(out, "{v:.3}");
-    while out.ends_with('0') {
-        out.pop();
-    }
-    if out.ends_with('.') {
-        out.pop();
-    }
-    if &out[start..] == "-0" {
-        out.replace_range(start.., "0");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::FdKind;
@@ -275,7 +250,19 @@ mod tests {
             gpu: None,
             tasks: vec![t(10, Some(socket)), t(11, None)],
         };
-        Snapshot { processes: vec![p], unread: 0 }
+        Snapshot { processes: vec![p], unread: 0, pressure: None }
+    }
+
+    #[test]
+    fn the_cgroups_pressure_is_every_process_and_thread_s_psi() {
+        let mut snap = sample();
+        snap.pressure = Some(Pressure { cpu: Some(0.125), io: Some(0.0), memory: None });
+        let mut out = String::new();
+        write_event_json(&snap, &mut out);
+        let v: Value = serde_json::from_str(&out).expect("valid JSON");
+        let want = serde_json::json!({"cpu": 0.125, "io": 0, "memory": null});
+        assert_eq!(v[0]["psi"], want);
+        assert_eq!(v[0]["tasks"][1]["psi"], want);
     }
 
     #[test]

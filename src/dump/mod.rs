@@ -47,6 +47,9 @@ pub struct Snapshot {
     pub processes: Vec<Process>,
     /// Members not read because the deadline came first.
     pub unread: usize,
+    /// The command's cgroup's pressure (it is the tree's, not a process's); `None` without a
+    /// cgroup. Filled in by the caller.
+    pub pressure: Option<crate::cgroup::Pressure>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,7 +271,7 @@ pub fn snapshot(
     until: Instant,
 ) -> Snapshot {
     if Instant::now() >= until {
-        return Snapshot { processes: Vec::new(), unread: members.len() };
+        return Snapshot { processes: Vec::new(), unread: members.len(), pressure: None };
     }
     let list: Arc<Vec<(Member, Option<Duration>)>> =
         Arc::new(members.iter().map(|&m| (m, idle(m.pid, m.starttime))).collect());
@@ -310,5 +313,5 @@ pub fn snapshot(
         }
     }
     processes.sort_by_key(|p| p.pid);
-    Snapshot { processes, unread: members.len().saturating_sub(answered) }
+    Snapshot { processes, unread: members.len().saturating_sub(answered), pressure: None }
 }

@@ -84,6 +84,15 @@ pub fn render_text(snap: &Snapshot, main_pid: i32, max: usize) -> Vec<String> {
     if snap.unread > 0 {
         lines.push(format!("… and {} not read in time", snap.unread));
     }
+    if let Some(p) = &snap.pressure {
+        let ratio = |r: Option<f64>| r.map_or("?".to_string(), |r| format!("{:.0}%", r * 100.0));
+        lines.push(format!(
+            "pressure of the cgroup (some avg10): cpu {}, io {}, memory {}",
+            ratio(p.cpu),
+            ratio(p.io),
+            ratio(p.memory)
+        ));
+    }
     lines
 }
 
@@ -302,11 +311,21 @@ mod tests {
         cat.tasks[0].syscall = Some(Syscall::In { nr: 0, args: [0; 6], sp: 1 << 40, pc: 1 << 40 });
         cat.tasks[0].fd =
             Some(Fd { fd: 0, kind: FdKind::Pipe, link: "pipe:[5678]".into(), socket: None });
-        let snap = Snapshot { processes: vec![cat], unread: 0 };
+        let snap = Snapshot { processes: vec![cat], unread: 0, pressure: None };
         assert_eq!(
             render_text(&snap, 10, 30),
             ["10 S 0.50s 3.0MiB idle 41s  pipe_read read(0<pipe:[5678]>)  cmd 10"]
         );
+    }
+
+    #[test]
+    fn the_cgroups_pressure_closes_the_picture() {
+        let pressure = crate::cgroup::Pressure { cpu: Some(0.426), io: Some(0.0), memory: None };
+        let snap =
+            Snapshot { processes: vec![sleeper(10, 1)], unread: 0, pressure: Some(pressure) };
+        let lines = render_text(&snap, 10, 30);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1], "pressure of the cgroup (some avg10): cpu 43%, io 0%, memory ?");
     }
 
     #[test]
@@ -315,14 +334,19 @@ mod tests {
         let with = |sm_percent, memory_bytes| {
             let mut p = sleeper(10, 1);
             p.gpu = Some(ProcessGpu { pid: 10, sm_percent, memory_bytes });
-            render_text(&Snapshot { processes: vec![p], unread: 0 }, 10, 30).remove(0)
+            render_text(&Snapshot { processes: vec![p], unread: 0, pressure: None }, 10, 30)
+                .remove(0)
         };
         assert!(with(Some(97), Some(3 << 30)).contains(" idle 41s gpu 97% 3.0GiB  "));
         assert!(with(Some(0), Some(1 << 20)).contains(" idle 41s gpu 0% 1.0MiB  "));
         assert!(with(None, Some(1 << 20)).contains(" idle 41s gpu ? 1.0MiB  "));
         assert!(with(Some(5), None).contains(" idle 41s gpu 5%  "));
         assert!(with(Some(0), Some(0)).contains(" idle 41s  "), "no use, no marker");
-        let none = render_text(&Snapshot { processes: vec![sleeper(10, 1)], unread: 0 }, 10, 30);
+        let none = render_text(
+            &Snapshot { processes: vec![sleeper(10, 1)], unread: 0, pressure: None },
+            10,
+            30,
+        );
         assert!(!none[0].contains("gpu"), "{none:?}");
     }
 
@@ -331,7 +355,7 @@ mod tests {
         // 1 -> 2 -> 3 -> 4; 3 is cut, so 4 hangs under 2.
         let mut procs = vec![sleeper(1, 0), sleeper(2, 1), sleeper(3, 2), sleeper(4, 3)];
         procs[2].idle = None; // least interesting: cut first
-        let lines = render_text(&Snapshot { processes: procs, unread: 0 }, 1, 3);
+        let lines = render_text(&Snapshot { processes: procs, unread: 0, pressure: None }, 1, 3);
         let heads: Vec<&str> = lines.iter().map(|l| l.split(" S ").next().unwrap()).collect();
         assert_eq!(heads, ["1", "  2", "    4", "… and 1 more"]);
     }
@@ -357,7 +381,11 @@ mod tests {
             task(9, b'R', None, Some(Syscall::Running)),
             task(11, b'S', Some("futex_wait_queue"), Some(futex)),
         ];
-        let lines = render_text(&Snapshot { processes: vec![proc(7, 1, tasks)], unread: 0 }, 7, 30);
+        let lines = render_text(
+            &Snapshot { processes: vec![proc(7, 1, tasks)], unread: 0, pressure: None },
+            7,
+            30,
+        );
         assert_eq!(lines.len(), 3, "{lines:#?}");
         assert!(lines[0].contains(" 4 threads  cmd 7"), "{}", lines[0]);
         assert!(lines[1].starts_with("  · 3 threads S "), "{}", lines[1]);
@@ -378,7 +406,7 @@ mod tests {
         let mut hidden = sleeper(7, 1);
         hidden.tasks[0].syscall = None;
         hidden.tasks[0].wchan = None;
-        let snap = Snapshot { processes: vec![z, long, hidden], unread: 2 };
+        let snap = Snapshot { processes: vec![z, long, hidden], unread: 2, pressure: None };
         let lines = render_text(&snap, 5, 30);
         assert!(lines[0].ends_with("idle ?  -  [true] <defunct>"), "{}", lines[0]);
         let long = lines.iter().find(|l| l.starts_with("6 ")).unwrap();
@@ -391,7 +419,7 @@ mod tests {
     #[test]
     fn a_parent_loop_still_lists_everyone_once() {
         let procs = vec![sleeper(1, 2), sleeper(2, 1), sleeper(3, 3)];
-        let lines = render_text(&Snapshot { processes: procs, unread: 0 }, 9, 30);
+        let lines = render_text(&Snapshot { processes: procs, unread: 0, pressure: None }, 9, 30);
         assert_eq!(lines.len(), 3, "{lines:#?}");
     }
 

@@ -224,9 +224,22 @@ impl Prober {
         self.scan_with(exclude, self.needs)
     }
 
-    /// A scan that reads every member's stat and io, whatever the needs: for the dump.
+    /// A scan that reads every member's stat and io, whatever the needs: for the dump. Through
+    /// a cgroup, the /proc walk's zombies are added: a process that has exited is no longer in
+    /// its cgroup, but until its parent reaps it, it is part of the picture.
     pub fn scan_full(&mut self, exclude: &[i32]) -> Scan {
-        self.scan_with(exclude, Needs::ALL)
+        let mut scan = self.scan_with(exclude, Needs::ALL);
+        if self.cgroup.is_some() && !self.blind {
+            self.collect(exclude);
+            let walked = self.read_members(Needs::ALL);
+            let zombies = walked.procs.into_iter().filter(|p| matches!(p.state, b'Z' | b'X'));
+            for zombie in zombies {
+                if !scan.procs.iter().any(|p| p.pid == zombie.pid) {
+                    scan.procs.push(zombie);
+                }
+            }
+        }
+        scan
     }
 
     fn scan_with(&mut self, exclude: &[i32], needs: Needs) -> Scan {

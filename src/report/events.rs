@@ -325,7 +325,7 @@ impl JsonObject {
 }
 
 /// Appends `s` as a JSON string literal (RFC 8259 §7).
-fn json_string(out: &mut String, s: &str) {
+pub(crate) fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -347,7 +347,7 @@ fn json_string(out: &mut String, s: &str) {
 
 /// Appends a JSON number with at most three decimals and no trailing zeros, or `null` when `v`
 /// is not finite (JSON has no NaN or infinity).
-fn json_f64(out: &mut String, v: f64) {
+pub(crate) fn json_f64(out: &mut String, v: f64) {
     if !v.is_finite() {
         out.push_str("null");
         return;

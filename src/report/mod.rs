@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub use events::{Event, event_json};
+pub(crate) use events::{json_f64, json_string};
 pub use metrics::{Metrics, MetricsFile, render_metrics};
 pub use out::Out;
 

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 pub const WATCHD: &str = env!("CARGO_BIN_EXE_watchd");
 
 /// A watchd command with every WATCHD_* variable removed and stdin from /dev/null.
+///
+/// `WATCHD_TEST_CGROUP=on` (or `off`) runs every such watchd with `WATCHD_CGROUP` set so: test.sh
+/// runs the suites about the tree a second time with the command in a cgroup of its own.
 pub fn watchd<I, S>(args: I) -> Command
 where
     I: IntoIterator<Item = S>,
@@ -25,8 +28,40 @@ where
             cmd.env_remove(key);
         }
     }
+    if let Some(mode) = cgroup_mode() {
+        cmd.env("WATCHD_CGROUP", mode);
+    }
     cmd.args(args).stdin(Stdio::null());
     cmd
+}
+
+/// The directory of the cgroup v2 that `pid` is in, from /proc/PID/cgroup (on a hybrid system
+/// the unified hierarchy is mounted at /sys/fs/cgroup/unified).
+pub fn cgroup_dir_of(pid: i32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/');
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(|mount| Path::new(mount).join(path))
+        .find(|dir| dir.join("cgroup.procs").exists())
+}
+
+/// The cgroup a watchd made (`watchd-PID`) that `pid` is in, if it is in one.
+pub fn watchd_cgroup_of(pid: i32) -> Option<PathBuf> {
+    cgroup_dir_of(pid)
+        .filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("watchd-")))
+}
+
+/// Removes a cgroup a watchd left behind (SIGKILLed, or --no-cleanup), once its last process
+/// has gone.
+#[track_caller]
+pub fn remove_left_cgroup(dir: &Path) {
+    wait_for("a left cgroup to empty", Duration::from_secs(10), || fs::remove_dir(dir).is_ok());
+}
+
+/// The `--cgroup` the suites run under (`WATCHD_TEST_CGROUP`), if one was asked for.
+pub fn cgroup_mode() -> Option<String> {
+    std::env::var("WATCHD_TEST_CGROUP").ok().filter(|m| !m.is_empty())
 }
 
 /// The whole story of one run, printed when an assertion about it fails.
