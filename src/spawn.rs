@@ -90,6 +90,15 @@ impl Placement {
     pub fn last(&self) -> Placed {
         self.last.get()
     }
+
+    /// As if the kernel had refused clone3 with `errno`: every child is forked and joins
+    /// through `cgroup.procs`, so tests exercise that path on a kernel that has clone3.
+    #[cfg(test)]
+    pub fn refuse_clone3(self, errno: i32) -> Placement {
+        self.clone3.set(false);
+        self.last.set(Placed::Refused(errno));
+        self
+    }
 }
 
 /// Why the command could not be started.
@@ -142,6 +151,9 @@ impl Command {
         env: &[(OsString, OsString)],
         watchdog_pid: bool,
     ) -> Result<Command, SpawnError> {
+        if argv.is_empty() {
+            return Err(SpawnError::Internal("no command to run".to_string()));
+        }
         let args = argv
             .iter()
             .map(|arg| cstring(arg.as_bytes(), "an argument"))
