@@ -2,8 +2,9 @@
 //! the command's cgroup below it (create, place the child before exec, read members, CPU,
 //! pressure, OOM kills and emptiness, kill, remove), with pure parsers of the texts involved.
 //!
-//! Nothing here decides when to act; the supervisor does. All unsafe code sits in `sys_cgroup`
-//! at the bottom, to be moved into `src/sys.rs` and `src/spawn.rs`.
+//! Nothing here decides when to act; the supervisor does. The system calls it needs are the
+//! system layer's (`sys::cgroup` for the delegation mark); the child's placement is
+//! `spawn::Placement`'s, and signalling a member is `tree`'s.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fmt;
@@ -15,7 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags};
+
 use crate::signals::{SIGKILL, Signal};
+use crate::sys;
+use crate::tree::{self, Sent};
 
 /// `--cgroup`: whether the command gets a cgroup of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,7 +76,7 @@ fn delegation(dir: &Path) -> Option<&'static str> {
     [("trusted.delegate", c"trusted.delegate"), ("user.delegate", c"user.delegate")]
         .into_iter()
         .find(|(_, name)| {
-            sys_cgroup::getxattr(dir, name).is_some_and(|value| is_true(value.trim_ascii()))
+            sys::cgroup::getxattr(dir, name).is_some_and(|value| is_true(value.trim_ascii()))
         })
         .map(|(name, _)| name)
 }
@@ -317,12 +322,13 @@ impl Cgroup {
         self.read("memory.events").and_then(parse_oom_kills)
     }
 
-    /// Sends `sig` to `pid` if it is a member (of this cgroup or of one inside it): for the
-    /// drain's stop signal and `--forward-to tree` over `members`. The check is made through a
-    /// pidfd taken before it, so a pid recycled by a stranger since `members` read it is never
-    /// signalled. False when it was not sent.
+    /// Sends `sig` to `pid` if it is a member (of this cgroup or of one inside it), for the
+    /// freezing kill over `members`. The check is made once a pidfd holds the process, so a pid
+    /// recycled by a stranger since `members` read it is never signalled (before Linux 5.3,
+    /// which has no pidfds, the kill follows the check by pid, as the tree's signals do). False
+    /// when it was not sent.
     pub fn signal(&self, pid: i32, sig: Signal) -> bool {
-        sys_cgroup::signal_if_member(pid, &self.path, sig.as_raw())
+        tree::send_if_member(pid, &self.path, sig) == Sent::Delivered
     }
 
     /// `cgroup.events` now.
@@ -479,8 +485,11 @@ impl EventsWatch {
             if left.is_zero() {
                 return false;
             }
-            // A change is reported by the kernel; the cap is a safety net against a missed one.
-            sys_cgroup::wait_priority(self.file.as_fd(), left.min(Duration::from_millis(100)));
+            // A change is reported by the kernel (POLLPRI and POLLERR on a kernfs file); the cap
+            // is a safety net against a missed one.
+            let ms = left.min(Duration::from_millis(100)).as_millis() as i32;
+            let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLPRI)];
+            sys::poll(&mut fds, ms);
         }
     }
 }
@@ -1264,7 +1273,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
             let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
             let mut fds =
                 [nix::poll::PollFd::new(started.exec.as_fd(), nix::poll::PollFlags::POLLIN)];
-            crate::sys::poll(&mut fds, ms);
+            sys::poll(&mut fds, ms);
         }
     }
 
@@ -1478,7 +1487,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
                       /bin/sh -c 'j=0; while [ $j -lt 2000 ]; do j=$((j+1)); done'; i=$((i+1)); done";
         let pid = t.sh(script);
         t.children.retain(|&p| p != pid);
-        let (status, used) = sys_cgroup::wait_with_cpu(pid).expect("wait4");
+        let (status, used) = sys::wait_with_cpu(pid).expect("wait4");
         assert_eq!(status, 0);
         let counted = t.cg.cpu_usage().expect("cpu.stat");
         eprintln!("300 processes used {used:?} (wait4); cpu.stat counted {counted:?}");
@@ -1676,14 +1685,14 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     fn the_delegation_mark_is_read() {
         let Some(t) = TestCgroup::new("delegated") else { return };
         assert_eq!(delegation(t.cg.dir()), None);
-        sys_cgroup::setxattr(t.cg.dir(), c"trusted.delegate", b"1").unwrap();
+        sys::cgroup::setxattr(t.cg.dir(), c"trusted.delegate", b"1").unwrap();
         assert_eq!(delegation(t.cg.dir()), Some("trusted.delegate"));
         let Some(u) = TestCgroup::new("user-delegated") else { return };
-        match sys_cgroup::setxattr(u.cg.dir(), c"user.delegate", b"1") {
+        match sys::cgroup::setxattr(u.cg.dir(), c"user.delegate", b"1") {
             Ok(()) => assert_eq!(delegation(u.cg.dir()), Some("user.delegate")),
             Err(err) => eprintln!("skipped user.delegate: {err}"),
         }
-        sys_cgroup::setxattr(u.cg.dir(), c"trusted.delegate", b"0").unwrap();
+        sys::cgroup::setxattr(u.cg.dir(), c"trusted.delegate", b"0").unwrap();
         assert_ne!(delegation(u.cg.dir()), Some("trusted.delegate"), "0 is not a mark");
     }
 
@@ -1855,107 +1864,5 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         let err = Cgroup::create(&own, &name).unwrap_err();
         assert!(err.contains("Read-only file system"), "{err}");
         println!("read-only child: checked ({err})");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// To be moved into src/sys.rs (xattr, pidfd, poll, wait) and src/spawn.rs (clone3 and the child's
-// join, which run between fork and exec).
-mod sys_cgroup {
-    use std::ffi::{CStr, CString};
-    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
-    use std::time::Duration;
-
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
-    /// An extended attribute of a file; `None` when absent or unreadable (a `trusted.` one
-    /// without CAP_SYS_ADMIN, a filesystem without xattrs).
-    pub fn getxattr(path: &Path, name: &CStr) -> Option<Vec<u8>> {
-        let path = CString::new(path.as_os_str().as_bytes()).ok()?;
-        let mut buf = vec![0u8; 64];
-        // SAFETY: both names are NUL-terminated; the kernel writes at most `buf.len()` bytes.
-        let n = unsafe {
-            libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
-        buf.truncate(usize::try_from(n).ok()?);
-        Some(buf)
-    }
-
-    /// Waits up to `limit` for POLLPRI or POLLERR (a kernfs file changed) on `fd`.
-    pub fn wait_priority(fd: BorrowedFd<'_>, limit: Duration) -> bool {
-        let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(fd, PollFlags::POLLPRI)];
-        poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
-    }
-
-    /// Sends `signo` to `pid` if it is in the cgroup at `path` (or in one inside it), through a
-    /// pidfd taken before the check, so a pid recycled by a stranger is never signalled.
-    pub fn signal_if_member(pid: i32, path: &Path, signo: i32) -> bool {
-        if pid <= 1 {
-            return false;
-        }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let Ok(fd) = RawFd::try_from(fd) else { return false };
-        if fd < 0 {
-            return false;
-        }
-        // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // If the pidfd's process has died since, /proc may show a newcomer with this pid, but
-        // the signal goes to the pidfd's process, which then fails harmlessly.
-        let Ok(text) = std::fs::read(format!("/proc/{pid}/cgroup")) else { return false };
-        let Some(now) = super::parse_proc_cgroup(&text) else { return false };
-        if !now.starts_with(path) {
-            return false;
-        }
-        // SAFETY: `fd` is a pidfd we own; null info means "as if sent by kill".
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                signo,
-                std::ptr::null::<u8>(),
-                0,
-            )
-        };
-        rc == 0
-    }
-
-    /// Waits for our child `pid` and returns its wait status and the CPU time it and the
-    /// children it reaped used (wait4's rusage).
-    #[cfg(test)]
-    pub fn wait_with_cpu(pid: i32) -> Option<(i32, Duration)> {
-        let mut status = 0;
-        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        loop {
-            // SAFETY: `status` and `usage` are valid for the kernel to write.
-            let rc = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
-            if rc == pid {
-                break;
-            }
-            if rc >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return None;
-            }
-        }
-        // SAFETY: wait4 succeeded, so it filled `usage` (and zeroed is a valid rusage anyway).
-        let usage = unsafe { usage.assume_init() };
-        let time = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-        };
-        Some((status, time(usage.ru_utime) + time(usage.ru_stime)))
-    }
-
-    /// Sets an extended attribute (tests mark a cgroup of their own as delegated).
-    #[cfg(test)]
-    pub fn setxattr(path: &Path, name: &CStr, value: &[u8]) -> std::io::Result<()> {
-        let path = CString::new(path.as_os_str().as_bytes())?;
-        // SAFETY: both names are NUL-terminated; the kernel reads `value.len()` bytes.
-        let rc = unsafe {
-            libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-        };
-        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
     }
 }
