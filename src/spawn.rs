@@ -11,6 +11,9 @@
 //! With a cgroup, the child is born in it (clone3 with CLONE_INTO_CGROUP), or, where the
 //! kernel refuses that, joins it through `cgroup.procs` before exec: never is it anywhere
 //! else once it runs the command.
+//!
+//! `side` is the child path of the side commands (`helper_run`): their middle process and
+//! `sh -c CMD` up to its exec.
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -25,6 +28,8 @@ use nix::errno::Errno;
 use crate::notify::Envp;
 use crate::signals::{SIGCHLD, Signal};
 use crate::sys::{self, SigSet};
+
+pub(crate) mod side;
 
 /// The signal state watchd was started with, which the command gets back.
 #[derive(Clone, Copy)]
