@@ -2,10 +2,10 @@
 //! the command's cgroup below it (create, place the child before exec, read members, CPU,
 //! pressure, OOM kills and emptiness, kill, remove), with pure parsers of the texts involved.
 //!
-//! Nothing here decides when to act; the supervisor does. All unsafe code sits in `sys_cgroup`
-//! at the bottom, to be moved into `src/sys.rs` and `src/spawn.rs`.
+//! Nothing here decides when to act; the supervisor does. The system calls it needs are the
+//! system layer's (`sys::cgroup` for the delegation mark); the child's placement is
+//! `spawn::Placement`'s, and signalling a member is `tree`'s.
 
-use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -16,9 +16,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::signals::{SIGKILL, Signal};
+use nix::poll::{PollFd, PollFlags};
 
-pub use sys_cgroup::{Fallback, Spawned, Target, Via, spawn_into};
+use crate::signals::{SIGKILL, Signal};
+use crate::sys;
+use crate::tree::{self, Sent};
 
 /// `--cgroup`: whether the command gets a cgroup of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -79,7 +81,7 @@ fn delegation(dir: &Path) -> Option<&'static str> {
     [("trusted.delegate", c"trusted.delegate"), ("user.delegate", c"user.delegate")]
         .into_iter()
         .find(|(_, name)| {
-            sys_cgroup::getxattr(dir, name).is_some_and(|value| is_true(value.trim_ascii()))
+            sys::cgroup::getxattr(dir, name).is_some_and(|value| is_true(value.trim_ascii()))
         })
         .map(|(name, _)| name)
 }
@@ -199,9 +201,6 @@ pub struct Cgroup {
     dirfd: OwnedFd,
     /// `<dir>/cgroup.procs`, ready for a child that joins between fork and exec.
     procs: CString,
-    /// A clone3 child was killed at birth here (see `Fallback::KilledAtBirth`): place later
-    /// ones by fork and join.
-    clone3_kills: Cell<bool>,
     buf: Vec<u8>,
 }
 
@@ -253,14 +252,7 @@ impl Cgroup {
         let dirfd = File::open(dir).map_err(|err| fail("open", &err))?.into();
         let procs = CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
             .map_err(|_| format!("cgroup path {} holds a NUL byte", dir.display()))?;
-        Ok(Cgroup {
-            dir: dir.to_path_buf(),
-            path,
-            dirfd,
-            procs,
-            clone3_kills: Cell::new(false),
-            buf: Vec::new(),
-        })
+        Ok(Cgroup { dir: dir.to_path_buf(), path, dirfd, procs, buf: Vec::new() })
     }
 
     /// Its directory: the `start` event's `cgroup`.
@@ -279,7 +271,7 @@ impl Cgroup {
     }
 
     /// `<dir>/cgroup.procs` as a C string, for a child that joins between fork and exec
-    /// (`sys_cgroup::join_from_child`).
+    /// (`spawn::Placement`).
     pub fn procs_file(&self) -> &CStr {
         &self.procs
     }
@@ -344,12 +336,13 @@ impl Cgroup {
         self.read("memory.events").and_then(parse_oom_kills)
     }
 
-    /// Sends `sig` to `pid` if it is a member (of this cgroup or of one inside it): for the
-    /// drain's stop signal and `--forward-to tree` over `members`. The check is made through a
-    /// pidfd taken before it, so a pid recycled by a stranger since `members` read it is never
-    /// signalled. False when it was not sent.
+    /// Sends `sig` to `pid` if it is a member (of this cgroup or of one inside it), for the
+    /// freezing kill over `members`. The check is made once a pidfd holds the process, so a pid
+    /// recycled by a stranger since `members` read it is never signalled (before Linux 5.3,
+    /// which has no pidfds, the kill follows the check by pid, as the tree's signals do). False
+    /// when it was not sent.
     pub fn signal(&self, pid: i32, sig: Signal) -> bool {
-        sys_cgroup::signal_if_member(pid, &self.path, sig.as_raw())
+        tree::send_if_member(pid, &self.path, sig) == Sent::Delivered
     }
 
     /// `cgroup.events` now.
@@ -515,8 +508,11 @@ impl EventsWatch {
             if left.is_zero() {
                 return false;
             }
-            // A change is reported by the kernel; the cap is a safety net against a missed one.
-            sys_cgroup::wait_priority(self.file.as_fd(), left.min(Duration::from_millis(100)));
+            // A change is reported by the kernel (POLLPRI and POLLERR on a kernfs file); the cap
+            // is a safety net against a missed one.
+            let ms = left.min(Duration::from_millis(100)).as_millis() as i32;
+            let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLPRI)];
+            sys::poll(&mut fds, ms);
         }
     }
 }
@@ -709,14 +705,17 @@ pub fn parse_procs(text: &[u8], out: &mut Vec<i32>) {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
     use std::process::Command;
 
     use nix::sys::signal::{Signal, kill};
-    use nix::sys::wait::waitpid;
+    use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::Pid;
     use proptest::prelude::*;
 
     use super::*;
+    use crate::spawn::{self, ExecStatus, Inherited, Placed, Placement, SpawnError};
+    use crate::sys::SigSet;
 
     // --- Fixtures -----------------------------------------------------------------------------
 
@@ -1260,17 +1259,62 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         path
     }
 
-    /// How a test places its child.
+    /// How a test places its child, by the real spawn path (`spawn::start`).
     #[derive(Debug, Clone, Copy)]
     enum How {
+        /// clone3 CLONE_INTO_CGROUP, falling back to fork and join as the driver's spawns do.
         Clone3,
+        /// fork, and the child joins through cgroup.procs before exec, as where the kernel
+        /// refuses clone3.
         ForkThenJoin,
+    }
+
+    /// The spawn options of a test's child: the test thread's signal state, no terminal, and
+    /// death with the test thread (so a failing test leaves no child behind).
+    fn options(cgroup: Option<Placement>) -> spawn::Options {
+        spawn::Options {
+            inherited: Inherited { mask: SigSet::current_mask(), sigchld_ignored: false },
+            foreground: None,
+            pdeathsig: SIGKILL,
+            cgroup,
+        }
+    }
+
+    /// `argv` with the test's environment (absolute paths: no PATH search needed).
+    fn command(argv: &[&str]) -> spawn::Command {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        spawn::Command::new(&argv, &env, false).expect("a command")
+    }
+
+    /// Starts `cmd` by the real spawn path and waits for what its exec-status pipe says: the
+    /// child's pid (for the caller to reap, whatever the status) and whether exec worked.
+    fn start(cmd: &mut spawn::Command, opts: &spawn::Options) -> (i32, ExecStatus) {
+        let started = spawn::start(cmd, opts).expect("start the child");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match spawn::exec_status(&started.exec) {
+                ExecStatus::Pending => {}
+                status => return (started.pid, status),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for the exec of pid {}", started.pid);
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            let mut fds =
+                [nix::poll::PollFd::new(started.exec.as_fd(), nix::poll::PollFlags::POLLIN)];
+            sys::poll(&mut fds, ms);
+        }
     }
 
     /// A test's own cgroup. On drop, also when the test fails, it kills what is in it, reaps the
     /// test's children and removes it.
     struct TestCgroup {
         cg: Cgroup,
+        /// How children are placed in it, one `spawn::Options` per `How`, each kept across the
+        /// test's spawns as the driver keeps its own across runs (a clone3 child killed at
+        /// birth turns the first to fork and join for good).
+        clone3: spawn::Options,
+        forked: spawn::Options,
         children: Vec<i32>,
         /// Cgroups the test made inside, standing in for the command.
         inner: Vec<PathBuf>,
@@ -1281,21 +1325,38 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
             let own = writable_own()?;
             let name = format!("watchd-test-{}-{test}", std::process::id());
             let cg = Cgroup::create(&own, &name).expect("create a test cgroup");
-            Some(TestCgroup { cg, children: Vec::new(), inner: Vec::new() })
+            let placement = || {
+                Placement::new(cg.dir_fd(), cg.procs_file()).expect("hold the cgroup's directory")
+            };
+            let clone3 = options(Some(placement()));
+            let forked = options(Some(placement().refuse_clone3(libc::ENOSYS)));
+            Some(TestCgroup { cg, clone3, forked, children: Vec::new(), inner: Vec::new() })
         }
 
-        fn spawn(&mut self, how: How, argv: &[&str]) -> Spawned {
-            let target = match how {
-                How::Clone3 => Target::Clone3(&self.cg),
-                How::ForkThenJoin => Target::ForkThenJoin(&self.cg),
-            };
-            let spawned = spawn_into(target, argv).expect("spawn into the cgroup");
-            self.children.push(spawned.pid);
-            spawned
+        fn options(&self, how: How) -> &spawn::Options {
+            match how {
+                How::Clone3 => &self.clone3,
+                How::ForkThenJoin => &self.forked,
+            }
+        }
+
+        /// How the last child started `how` was placed.
+        fn placed(&self, how: How) -> Placed {
+            self.options(how).cgroup.as_ref().expect("a placement").last()
+        }
+
+        /// Starts `argv` placed as `how` says and returns its pid once it has exec'd. The test
+        /// reaps it.
+        fn spawn(&mut self, how: How, argv: &[&str]) -> i32 {
+            let mut cmd = command(argv);
+            let (pid, status) = start(&mut cmd, self.options(how));
+            self.children.push(pid);
+            assert_eq!(status, ExecStatus::Done, "{how:?} {argv:?}");
+            pid
         }
 
         fn sh(&mut self, script: &str) -> i32 {
-            self.spawn(How::Clone3, &["/bin/sh", "-c", script]).pid
+            self.spawn(How::Clone3, &["/bin/sh", "-c", script])
         }
 
         fn reap(&mut self, pid: i32) -> nix::sys::wait::WaitStatus {
@@ -1364,11 +1425,11 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         for (how, name) in hows {
             // The exec'd program reads its own cgroup as its first act (sh opens the file, then
             // becomes cat).
-            let spawned = t.spawn(
+            let pid = t.spawn(
                 how,
                 &["/bin/sh", "-c", r#"exec cat /proc/self/cgroup > "$0""#, out.to_str().unwrap()],
             );
-            assert!(t.reap(spawned.pid).pid().is_some());
+            assert!(t.reap(pid).pid().is_some());
             let text = fs::read(&out).unwrap();
             assert_eq!(
                 parse_proc_cgroup(&text).as_deref(),
@@ -1376,19 +1437,18 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
                 "{name}: {}",
                 String::from_utf8_lossy(&text)
             );
-            match (name, spawned.via) {
-                ("clone3", Via::Clone3) => {}
-                (
-                    "clone3",
-                    Via::ForkThenJoin(Fallback::Refused(libc::ENOSYS | libc::E2BIG | libc::EPERM)),
-                ) => {
-                    eprintln!("this kernel refuses clone3 CLONE_INTO_CGROUP: {:?}", spawned.via)
+            let placed = t.placed(how);
+            match (name, placed) {
+                ("clone3", Placed::Clone3) => {}
+                ("clone3", Placed::Refused(libc::ENOSYS | libc::E2BIG | libc::EPERM)) => {
+                    eprintln!("this kernel refuses clone3 CLONE_INTO_CGROUP: {placed:?}")
                 }
-                ("fork+join", Via::ForkThenJoin(Fallback::Asked)) => {}
-                _ => panic!("{name}: placed via {:?}", spawned.via),
+                // Set by `refuse_clone3`, and left so: no clone3 was tried.
+                ("fork+join", Placed::Refused(libc::ENOSYS)) => {}
+                _ => panic!("{name}: placed {placed:?}"),
             }
             // A long-lived one, seen from outside.
-            let sleep = t.spawn(how, &["/bin/sleep", "1000"]).pid;
+            let sleep = t.spawn(how, &["/bin/sleep", "1000"]);
             let cgroup = fs::read(format!("/proc/{sleep}/cgroup")).unwrap();
             assert_eq!(parse_proc_cgroup(&cgroup).as_deref(), Some(t.cg.path()));
             assert_eq!(
@@ -1406,11 +1466,29 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     #[test]
     fn spawn_failures_are_reported() {
         let Some(mut t) = TestCgroup::new("fail") else { return };
-        let err = spawn_into(Target::Clone3(&t.cg), &["/nonexistent/program"]).unwrap_err();
-        assert!(err.to_string().contains("could not exec"), "{err}");
-        let err = spawn_into(Target::Clone3(&t.cg), &[]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        assert!(t.members().is_empty(), "the failed child was reaped");
+        for how in [How::Clone3, How::ForkThenJoin] {
+            let mut cmd = command(&["/nonexistent/program"]);
+            let (pid, status) = start(&mut cmd, t.options(how));
+            t.children.push(pid);
+            assert_eq!(status, ExecStatus::Failed(libc::ENOENT), "{how:?}");
+            assert_eq!(
+                cmd.failure(libc::ENOENT),
+                SpawnError::NotFound(
+                    "cannot run '/nonexistent/program': No such file or directory".to_string()
+                )
+            );
+            assert_eq!(t.reap(pid), WaitStatus::Exited(Pid::from_raw(pid), 127), "{how:?}");
+        }
+        let no_argv: &[OsString] = &[];
+        assert!(matches!(spawn::Command::new(no_argv, &[], false), Err(SpawnError::Internal(_))));
+        // A cgroup the child cannot join: it says so on the pipe and never execs.
+        let unjoinable = Placement::new(t.cg.dir_fd(), c"/nonexistent/cgroup.procs").unwrap();
+        let opts = options(Some(unjoinable.refuse_clone3(libc::ENOSYS)));
+        let (pid, status) = start(&mut command(&["/bin/true"]), &opts);
+        t.children.push(pid);
+        assert_eq!(status, ExecStatus::JoinFailed(libc::ENOENT));
+        assert_eq!(t.reap(pid), WaitStatus::Exited(Pid::from_raw(pid), 125));
+        assert!(t.members().is_empty(), "the failed children were reaped");
     }
 
     #[test]
@@ -1438,7 +1516,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
                       /bin/sh -c 'j=0; while [ $j -lt 2000 ]; do j=$((j+1)); done'; i=$((i+1)); done";
         let pid = t.sh(script);
         t.children.retain(|&p| p != pid);
-        let (status, used) = sys_cgroup::wait_with_cpu(pid).expect("wait4");
+        let (status, used) = sys::wait_with_cpu(pid).expect("wait4");
         assert_eq!(status, 0);
         let counted = t.cg.cpu_usage().expect("cpu.stat");
         eprintln!("300 processes used {used:?} (wait4); cpu.stat counted {counted:?}");
@@ -1452,7 +1530,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         let Some(mut t) = TestCgroup::new("hopper") else { return };
         // Each instance starts the next and exits: the tree is never the same process for long.
         let hop = r#"sh -c "$0" "$0" &"#;
-        let first = t.spawn(How::Clone3, &["/bin/sh", "-c", hop, hop]).pid;
+        let first = t.spawn(How::Clone3, &["/bin/sh", "-c", hop, hop]);
         t.reap(first);
         let before = wait_for("hopper running", || Some(t.members()).filter(|m| !m.is_empty()));
         wait_for("hopper hopping", || {
@@ -1490,7 +1568,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     fn the_freezing_kill_stops_a_hopper_and_thaws() {
         let Some(mut t) = TestCgroup::new("freeze") else { return };
         let hop = r#"sh -c "$0" "$0" &"#;
-        let first = t.spawn(How::Clone3, &["/bin/sh", "-c", hop, hop]).pid;
+        let first = t.spawn(How::Clone3, &["/bin/sh", "-c", hop, hop]);
         t.reap(first);
         let sleeper = t.sh("sleep 1000 & sleep 1000 & wait");
         // sh, both its sleeps, and at least one hopper: the sleeps must be counted by name, as
@@ -1513,15 +1591,17 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     #[test]
     fn only_members_are_signalled_through_a_pidfd() {
         let Some(mut t) = TestCgroup::new("stranger") else { return };
-        let stranger = spawn_into(Target::Nowhere, &["/bin/sleep", "1000"]).unwrap();
-        assert_eq!(stranger.via, Via::Fork);
-        let refused = !t.cg.signal(stranger.pid, SIGKILL);
-        let alive =
-            waitpid(Pid::from_raw(stranger.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-        kill(Pid::from_raw(stranger.pid), Signal::SIGKILL).unwrap();
-        waitpid(Pid::from_raw(stranger.pid), None).unwrap();
+        // No cgroup: it stays in ours.
+        let (stranger, status) = start(&mut command(&["/bin/sleep", "1000"]), &options(None));
+        let cgroup = fs::read(format!("/proc/{stranger}/cgroup")).unwrap_or_default();
+        let outside = parse_proc_cgroup(&cgroup).is_some_and(|c| !c.starts_with(t.cg.path()));
+        let refused = !t.cg.signal(stranger, SIGKILL);
+        let alive = waitpid(Pid::from_raw(stranger), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        kill(Pid::from_raw(stranger), Signal::SIGKILL).unwrap();
+        waitpid(Pid::from_raw(stranger), None).unwrap();
+        assert!(status == ExecStatus::Done && outside, "{status:?}: {cgroup:?}");
         assert!(refused && alive == Ok(nix::sys::wait::WaitStatus::StillAlive), "{alive:?}");
-        let member = t.spawn(How::Clone3, &["/bin/sleep", "1000"]).pid;
+        let member = t.spawn(How::Clone3, &["/bin/sleep", "1000"]);
         assert!(t.cg.signal(member, crate::signals::SIGTERM));
         assert_eq!(
             t.reap(member),
@@ -1534,7 +1614,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     fn cgroup_events_wakes_a_poll_loop_when_the_last_member_exits() {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let Some(mut t) = TestCgroup::new("poll") else { return };
-        let sleep = t.spawn(How::Clone3, &["/bin/sleep", "1000"]).pid;
+        let sleep = t.spawn(How::Clone3, &["/bin/sleep", "1000"]);
         let mut watch = t.cg.watch().unwrap();
         assert_eq!(watch.read(), Some(Events { populated: true, frozen: Some(false) }));
         let mut fds = [PollFd::new(watch.as_fd(), PollFlags::POLLPRI)];
@@ -1554,16 +1634,15 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     fn one_cgroup_serves_several_runs_and_is_removed_when_empty() {
         let Some(mut t) = TestCgroup::new("runs") else { return };
         for run in 1..=3 {
-            let spawned = t.spawn(How::Clone3, &["/bin/sleep", "1000"]);
-            let sleep = spawned.pid;
+            let sleep = t.spawn(How::Clone3, &["/bin/sleep", "1000"]);
+            let placed = t.placed(How::Clone3);
             // After a cgroup.kill, this kernel kills clone3 children at birth: the spawn notices
             // and places them by fork and join instead.
-            match (run, spawned.via) {
-                (1, Via::Clone3)
-                | (2.., Via::Clone3 | Via::ForkThenJoin(Fallback::KilledAtBirth)) => {}
-                _ => panic!("run {run}: {:?}", spawned.via),
+            match (run, placed) {
+                (1, Placed::Clone3) | (2.., Placed::Clone3 | Placed::KilledAtBirth) => {}
+                _ => panic!("run {run}: {placed:?}"),
             }
-            eprintln!("run {run}: {:?}", spawned.via);
+            eprintln!("run {run}: {placed:?}");
             assert_eq!(t.members(), [sleep], "run {run}");
             assert_eq!(fs::read_to_string(format!("/proc/{sleep}/comm")).unwrap(), "sleep\n");
             assert!(matches!(t.cg.remove(), Err(RemoveError::Populated)), "not while populated");
@@ -1582,8 +1661,8 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     #[test]
     fn members_include_cgroups_the_command_made_and_removal_leaves_those() {
         let Some(mut t) = TestCgroup::new("inner") else { return };
-        let sleep = t.spawn(How::Clone3, &["/bin/sleep", "1000"]).pid;
-        let outer = t.spawn(How::Clone3, &["/bin/sleep", "1000"]).pid;
+        let sleep = t.spawn(How::Clone3, &["/bin/sleep", "1000"]);
+        let outer = t.spawn(How::Clone3, &["/bin/sleep", "1000"]);
         let inner = t.cg.dir().join("made-by-the-command");
         fs::create_dir(&inner).unwrap();
         t.inner.push(inner.clone());
@@ -1635,14 +1714,14 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     fn the_delegation_mark_is_read() {
         let Some(t) = TestCgroup::new("delegated") else { return };
         assert_eq!(delegation(t.cg.dir()), None);
-        sys_cgroup::setxattr(t.cg.dir(), c"trusted.delegate", b"1").unwrap();
+        sys::cgroup::setxattr(t.cg.dir(), c"trusted.delegate", b"1").unwrap();
         assert_eq!(delegation(t.cg.dir()), Some("trusted.delegate"));
         let Some(u) = TestCgroup::new("user-delegated") else { return };
-        match sys_cgroup::setxattr(u.cg.dir(), c"user.delegate", b"1") {
+        match sys::cgroup::setxattr(u.cg.dir(), c"user.delegate", b"1") {
             Ok(()) => assert_eq!(delegation(u.cg.dir()), Some("user.delegate")),
             Err(err) => eprintln!("skipped user.delegate: {err}"),
         }
-        sys_cgroup::setxattr(u.cg.dir(), c"trusted.delegate", b"0").unwrap();
+        sys::cgroup::setxattr(u.cg.dir(), c"trusted.delegate", b"0").unwrap();
         assert_ne!(delegation(u.cg.dir()), Some("trusted.delegate"), "0 is not a mark");
     }
 
@@ -1674,18 +1753,26 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     #[ignore = "measurement"]
     fn measure_spawn_clone3_vs_fork() {
         let Some(t) = TestCgroup::new("measure-spawn") else { return };
-        let targets = [Target::Clone3(&t.cg), Target::ForkThenJoin(&t.cg), Target::Nowhere];
+        // The real spawn path three ways, each with the whole of it: process group, parent-death
+        // signal, signal state, the exec-status pipe (and for clone3, waiting for the birth
+        // byte).
+        let nowhere = options(None);
+        let ways = [t.options(How::Clone3), t.options(How::ForkThenJoin), &nowhere];
+        let mut cmd = command(&["/bin/true"]);
         let mut samples = [Vec::new(), Vec::new(), Vec::new()];
         // Interleaved, so a busy neighbour weighs on all three alike.
         for _ in 0..1000 {
-            for (i, &target) in targets.iter().enumerate() {
+            for (i, opts) in ways.iter().enumerate() {
                 timed(&mut samples[i], || {
-                    let spawned = spawn_into(target, &["/bin/true"]).unwrap();
-                    let pid = Pid::from_raw(spawned.pid);
-                    assert_eq!(waitpid(pid, None), Ok(nix::sys::wait::WaitStatus::Exited(pid, 0)));
+                    let (pid, status) = start(&mut cmd, opts);
+                    let pid = Pid::from_raw(pid);
+                    let end = waitpid(pid, None);
+                    assert_eq!(status, ExecStatus::Done, "way {i}");
+                    assert_eq!(end, Ok(WaitStatus::Exited(pid, 0)));
                 });
             }
         }
+        assert_eq!(t.placed(How::Clone3), Placed::Clone3, "the clone3 figures are clone3's");
         let names = ["clone3 CLONE_INTO_CGROUP", "fork + join via cgroup.procs", "plain fork"];
         for (name, samples) in names.iter().zip(&mut samples) {
             eprintln!("spawn, exec and reap /bin/true, {name}: {}", summary(samples));
@@ -1806,365 +1893,5 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         let err = Cgroup::create(&own, &name).unwrap_err();
         assert!(err.contains("Read-only file system"), "{err}");
         println!("read-only child: checked ({err})");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// To be moved into src/sys.rs (xattr, pidfd, poll, wait) and src/spawn.rs (clone3 and the child's
-// join, which run between fork and exec).
-mod sys_cgroup {
-    use std::ffi::{CStr, CString};
-    use std::io;
-    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
-    use std::time::Duration;
-
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
-    use super::Cgroup;
-
-    /// An extended attribute of a file; `None` when absent or unreadable (a `trusted.` one
-    /// without CAP_SYS_ADMIN, a filesystem without xattrs).
-    pub fn getxattr(path: &Path, name: &CStr) -> Option<Vec<u8>> {
-        let path = CString::new(path.as_os_str().as_bytes()).ok()?;
-        let mut buf = vec![0u8; 64];
-        // SAFETY: both names are NUL-terminated; the kernel writes at most `buf.len()` bytes.
-        let n = unsafe {
-            libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
-        buf.truncate(usize::try_from(n).ok()?);
-        Some(buf)
-    }
-
-    /// Waits up to `limit` for POLLPRI or POLLERR (a kernfs file changed) on `fd`.
-    pub fn wait_priority(fd: BorrowedFd<'_>, limit: Duration) -> bool {
-        let ms = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(fd, PollFlags::POLLPRI)];
-        poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
-    }
-
-    /// Sends `signo` to `pid` if it is in the cgroup at `path` (or in one inside it), through a
-    /// pidfd taken before the check, so a pid recycled by a stranger is never signalled.
-    pub fn signal_if_member(pid: i32, path: &Path, signo: i32) -> bool {
-        if pid <= 1 {
-            return false;
-        }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let Ok(fd) = RawFd::try_from(fd) else { return false };
-        if fd < 0 {
-            return false;
-        }
-        // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // If the pidfd's process has died since, /proc may show a newcomer with this pid, but
-        // the signal goes to the pidfd's process, which then fails harmlessly.
-        let Ok(text) = std::fs::read(format!("/proc/{pid}/cgroup")) else { return false };
-        let Some(now) = super::parse_proc_cgroup(&text) else { return false };
-        if !now.starts_with(path) {
-            return false;
-        }
-        // SAFETY: `fd` is a pidfd we own; null info means "as if sent by kill".
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                signo,
-                std::ptr::null::<u8>(),
-                0,
-            )
-        };
-        rc == 0
-    }
-
-    /// The kernel's `struct clone_args` (all fields 64-bit on every architecture), up to
-    /// `cgroup`: CLONE_ARGS_SIZE_VER2, Linux 5.7.
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-    /// Like fork(2), but the child starts in the cgroup whose directory is open as `dirfd`
-    /// (clone3 with CLONE_INTO_CGROUP): it is never anywhere else, not even before exec. Returns
-    /// 0 in the child, its pid in the parent, or the errno: ENOSYS before Linux 5.3 (or under
-    /// a seccomp filter that hides clone3; older Docker profiles answer EPERM), E2BIG on 5.3 to
-    /// 5.6, which lack CLONE_INTO_CGROUP. Then fork and `join_from_child`.
-    ///
-    /// # Safety
-    ///
-    /// As for fork: in the child, only async-signal-safe calls on memory prepared before, until
-    /// exec or `_exit`. glibc does not know of this child (no atfork handlers, its cached
-    /// thread id is the parent's), so the child must make raw system calls only.
-    pub unsafe fn clone_into(dirfd: BorrowedFd<'_>) -> Result<i32, i32> {
-        let args = CloneArgs {
-            flags: CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: dirfd.as_raw_fd() as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: `args` is a valid clone_args of the size passed; with no stack given the child
-        // runs on a copy of this one, as after fork. The caller upholds the fork contract.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, size_of::<CloneArgs>())
-        };
-        if rc < 0 { Err(errno()) } else { Ok(rc as i32) }
-    }
-
-    /// In a forked child, before exec: move this process into the cgroup whose `cgroup.procs`
-    /// is `procs` (writing "0" names the writer). Async-signal-safe: open, write, close.
-    pub fn join_from_child(procs: &CStr) -> Result<(), i32> {
-        // SAFETY: `procs` is NUL-terminated; the descriptor is ours and closed below.
-        let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(errno());
-        }
-        // SAFETY: writes one byte from a static buffer to our descriptor.
-        let written = unsafe { libc::write(fd, c"0".as_ptr().cast(), 1) };
-        let result = if written == 1 { Ok(()) } else { Err(errno()) };
-        // SAFETY: closing the descriptor opened above.
-        unsafe { libc::close(fd) };
-        result
-    }
-
-    fn errno() -> i32 {
-        io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-    }
-
-    /// Where `spawn_into` puts the child.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Target<'a> {
-        /// clone3 CLONE_INTO_CGROUP, or fork and join where that fails (see `Fallback`).
-        Clone3(&'a Cgroup),
-        /// fork, and the child joins through cgroup.procs before exec (the older kernels' way).
-        ForkThenJoin(&'a Cgroup),
-        /// Plain fork: the child stays in the caller's cgroup (to compare start-up costs).
-        Nowhere,
-    }
-
-    /// How the child was placed.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Via {
-        Clone3,
-        /// fork, then the child wrote to cgroup.procs before exec.
-        ForkThenJoin(Fallback),
-        Fork,
-    }
-
-    /// Why a child was placed by fork and join rather than clone3.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Fallback {
-        /// The caller asked for it.
-        Asked,
-        /// clone3 gave this errno: ENOSYS, E2BIG or EPERM (see `clone_into`).
-        Refused(i32),
-        /// A clone3 child died before its first instruction, now or at an earlier spawn into
-        /// this cgroup. Linux 6.18 does that to every CLONE_INTO_CGROUP child of a cgroup whose
-        /// `cgroup.kill` count differs from that of the spawner's own cgroup, so from the first
-        /// run after a kill: cgroup_css_set_fork reads the kill sequence before it has set
-        /// `kargs->cgrp`, hence from the parent's cgroup, and cgroup_post_fork compares it with
-        /// the target's and sends SIGKILL.
-        KilledAtBirth,
-    }
-
-    /// A started child.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Spawned {
-        pub pid: i32,
-        pub via: Via,
-    }
-
-    /// Runs `argv` (an absolute path first: no PATH search) as a child of the caller, placed
-    /// as `target` says from before its exec, and returns once exec has succeeded. The caller
-    /// reaps it.
-    ///
-    /// A reference and test helper for spawn.rs, which keeps the real child path (process
-    /// group, terminal, parent-death signal, signal state) and should take over `clone_into`,
-    /// `join_from_child`, the birth byte and the fallbacks as done here. The child inherits the
-    /// caller's descriptors that lack close-on-exec, its signal mask and its dispositions.
-    pub fn spawn_into(target: Target<'_>, argv: &[&str]) -> io::Result<Spawned> {
-        let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
-        let args: Vec<CString> = argv
-            .iter()
-            .map(|a| CString::new(*a).map_err(|_| invalid("an argument holds a NUL byte")))
-            .collect::<io::Result<_>>()?;
-        if args.is_empty() {
-            return Err(invalid("no program to run"));
-        }
-        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let fork_then_join = |cgroup: &Cgroup, why| {
-            let pid = start(Fork::Fork, Some(cgroup.procs_file()), &argv)?
-                .ok_or_else(|| io::Error::other("the child was killed before it ran"))?;
-            Ok(Spawned { pid, via: Via::ForkThenJoin(why) })
-        };
-        match target {
-            Target::Clone3(cgroup) if !cgroup.clone3_kills.get() => {
-                match start(Fork::Clone3(cgroup.dir_fd()), None, &argv) {
-                    Ok(Some(pid)) => Ok(Spawned { pid, via: Via::Clone3 }),
-                    Ok(None) => {
-                        cgroup.clone3_kills.set(true);
-                        fork_then_join(cgroup, Fallback::KilledAtBirth)
-                    }
-                    Err(err) => match err.raw_os_error() {
-                        Some(e @ (libc::ENOSYS | libc::E2BIG | libc::EPERM)) => {
-                            fork_then_join(cgroup, Fallback::Refused(e))
-                        }
-                        _ => Err(err),
-                    },
-                }
-            }
-            Target::Clone3(cgroup) => fork_then_join(cgroup, Fallback::KilledAtBirth),
-            Target::ForkThenJoin(cgroup) => fork_then_join(cgroup, Fallback::Asked),
-            Target::Nowhere => {
-                let pid = start(Fork::Fork, None, &argv)?
-                    .ok_or_else(|| io::Error::other("the child was killed before it ran"))?;
-                Ok(Spawned { pid, via: Via::Fork })
-            }
-        }
-    }
-
-    enum Fork<'a> {
-        Clone3(BorrowedFd<'a>),
-        Fork,
-    }
-
-    /// Bytes the child sends on the status pipe.
-    const BORN: u8 = b'B';
-    const JOIN_FAILED: u8 = 1;
-    const EXEC_FAILED: u8 = 2;
-
-    /// One attempt: `Some(pid)` once the child has exec'd, `None` when it died before running
-    /// a single instruction (it sent no birth byte; it has been reaped), or the error of the
-    /// clone, the join or the exec (a failed child is reaped too).
-    fn start(
-        fork: Fork<'_>,
-        join: Option<&CStr>,
-        argv: &[*const libc::c_char],
-    ) -> io::Result<Option<i32>> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 just created both; we own them.
-        let (read_end, write_end) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let pid = match fork {
-            // SAFETY: the child runs only `child`, which is async-signal-safe and makes raw
-            // system calls only, on memory prepared before.
-            Fork::Clone3(dirfd) => unsafe { clone_into(dirfd) },
-            // SAFETY: as above.
-            Fork::Fork => match unsafe { libc::fork() } {
-                pid if pid < 0 => Err(errno()),
-                pid => Ok(pid),
-            },
-        }
-        .map_err(io::Error::from_raw_os_error)?;
-        if pid == 0 {
-            child(join, argv, write_end.as_raw_fd());
-        }
-        drop(write_end);
-        let mut report = [0u8; 6];
-        let got = read_full(read_end.as_fd(), &mut report);
-        if got >= 1 && report[0] == BORN && got < report.len() {
-            return Ok(Some(pid));
-        }
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        if got == 0 {
-            return Ok(None);
-        }
-        let err = io::Error::from_raw_os_error(i32::from_ne_bytes([
-            report[2], report[3], report[4], report[5],
-        ]));
-        let what = if report[1] == JOIN_FAILED { "join the cgroup" } else { "exec" };
-        Err(io::Error::new(err.kind(), format!("the child could not {what}: {err}")))
-    }
-
-    /// Reads until `buf` is full or EOF, retrying EINTR; returns how much was read.
-    fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
-        let mut got = 0;
-        while got < buf.len() {
-            // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-            let n = unsafe {
-                libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got)
-            };
-            match n {
-                n if n > 0 => got += n as usize,
-                _ if n < 0 && errno() == libc::EINTR => {}
-                _ => break,
-            }
-        }
-        got
-    }
-
-    /// The child between fork and exec: say it was born, join if asked, exec; or report the
-    /// failing stage and errno on the pipe and exit. Never returns.
-    fn child(join: Option<&CStr>, argv: &[*const libc::c_char], report: RawFd) -> ! {
-        // SAFETY: write is async-signal-safe; the byte is a static.
-        unsafe { libc::write(report, [BORN].as_ptr().cast(), 1) };
-        let (stage, err) = match join.map(join_from_child) {
-            Some(Err(err)) => (JOIN_FAILED, err),
-            _ => {
-                // SAFETY: argv is a NULL-terminated array of C strings prepared before the fork.
-                unsafe { libc::execv(argv[0], argv.as_ptr()) };
-                (EXEC_FAILED, errno())
-            }
-        };
-        let e = err.to_ne_bytes();
-        let bytes = [stage, e[0], e[1], e[2], e[3]];
-        // SAFETY: write and _exit are async-signal-safe; `bytes` lives on this stack.
-        unsafe {
-            libc::write(report, bytes.as_ptr().cast(), bytes.len());
-            libc::_exit(127)
-        }
-    }
-
-    /// Waits for our child `pid` and returns its wait status and the CPU time it and the
-    /// children it reaped used (wait4's rusage).
-    #[cfg(test)]
-    pub fn wait_with_cpu(pid: i32) -> Option<(i32, Duration)> {
-        let mut status = 0;
-        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        loop {
-            // SAFETY: `status` and `usage` are valid for the kernel to write.
-            let rc = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
-            if rc == pid {
-                break;
-            }
-            if rc >= 0 || errno() != libc::EINTR {
-                return None;
-            }
-        }
-        // SAFETY: wait4 succeeded, so it filled `usage` (and zeroed is a valid rusage anyway).
-        let usage = unsafe { usage.assume_init() };
-        let time = |t: libc::timeval| {
-            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-        };
-        Some((status, time(usage.ru_utime) + time(usage.ru_stime)))
-    }
-
-    /// Sets an extended attribute (tests mark a cgroup of their own as delegated).
-    #[cfg(test)]
-    pub fn setxattr(path: &Path, name: &CStr, value: &[u8]) -> io::Result<()> {
-        let path = CString::new(path.as_os_str().as_bytes())?;
-        // SAFETY: both names are NUL-terminated; the kernel reads `value.len()` bytes.
-        let rc = unsafe {
-            libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-        };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 }

@@ -11,6 +11,9 @@
 //! With a cgroup, the child is born in it (clone3 with CLONE_INTO_CGROUP), or, where the
 //! kernel refuses that, joins it through `cgroup.procs` before exec: never is it anywhere
 //! else once it runs the command.
+//!
+//! `side` is the child path of the side commands (`helper_run`): their middle process and
+//! `sh -c CMD` up to its exec.
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -25,6 +28,8 @@ use nix::errno::Errno;
 use crate::notify::Envp;
 use crate::signals::{SIGCHLD, Signal};
 use crate::sys::{self, SigSet};
+
+pub(crate) mod side;
 
 /// The signal state watchd was started with, which the command gets back.
 #[derive(Clone, Copy)]
@@ -90,6 +95,15 @@ impl Placement {
     pub fn last(&self) -> Placed {
         self.last.get()
     }
+
+    /// As if the kernel had refused clone3 with `errno`: every child is forked and joins
+    /// through `cgroup.procs`, so tests exercise that path on a kernel that has clone3.
+    #[cfg(test)]
+    pub fn refuse_clone3(self, errno: i32) -> Placement {
+        self.clone3.set(false);
+        self.last.set(Placed::Refused(errno));
+        self
+    }
 }
 
 /// Why the command could not be started.
@@ -142,6 +156,9 @@ impl Command {
         env: &[(OsString, OsString)],
         watchdog_pid: bool,
     ) -> Result<Command, SpawnError> {
+        if argv.is_empty() {
+            return Err(SpawnError::Internal("no command to run".to_string()));
+        }
         let args = argv
             .iter()
             .map(|arg| cstring(arg.as_bytes(), "an argument"))

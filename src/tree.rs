@@ -73,7 +73,17 @@ impl Pinned {
 
 /// Sends `sig` to the process that had `pid` and `starttime` when it was scanned.
 pub fn send_verified(pid: i32, starttime: u64, sig: Signal) -> Sent {
-    match Pinned::new(pid, starttime) {
+    send_pinned(Pinned::new(pid, starttime), sig)
+}
+
+/// Sends `sig` to `pid` if it is in the cgroup at `cgroup` (as /proc/PID/cgroup names it) or in
+/// one inside it, checked once a pidfd holds the process.
+pub fn send_if_member(pid: i32, cgroup: &Path, sig: Signal) -> Sent {
+    send_pinned(Pinned::known(pid, Identity::In(cgroup)), sig)
+}
+
+fn send_pinned(pinned: Option<Pinned>, sig: Signal) -> Sent {
+    match pinned {
         Some(p) if p.send(sig) => Sent::Delivered,
         _ => Sent::Gone,
     }

@@ -11,7 +11,8 @@
 //! - `sigset_t` with real-time members, `sigaction` queries and `sigtimedwait`: nix's types
 //!   cannot hold real-time signals.
 //!
-//! `nvml` holds the calls into NVIDIA's management library, opened at run time (GPU evidence).
+//! `nvml` holds the calls into NVIDIA's management library, opened at run time (GPU evidence);
+//! `cgroup` the extended attributes that mark a delegated cgroup.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -21,6 +22,7 @@ use nix::errno::Errno;
 
 use crate::signals::Signal;
 
+pub mod cgroup;
 pub mod nvml;
 
 /// A set of signals, real-time ones included (nix's `SigSet` only takes its own enum).
@@ -237,12 +239,7 @@ fn wait_nohang(which: i32) -> Wait {
             p if p > 0 => {
                 // SAFETY: zeroed is a valid rusage, and wait4 filled it in.
                 let usage = unsafe { usage.assume_init() };
-                let time = |t: libc::timeval| {
-                    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-                    let micros = u64::try_from(t.tv_usec).unwrap_or(0);
-                    std::time::Duration::from_secs(secs) + std::time::Duration::from_micros(micros)
-                };
-                return Wait::Child(p, status, time(usage.ru_utime) + time(usage.ru_stime));
+                return Wait::Child(p, status, cpu_time(&usage));
             }
             _ => match Errno::last() {
                 Errno::EINTR => continue,
@@ -252,6 +249,37 @@ fn wait_nohang(which: i32) -> Wait {
             },
         }
     }
+}
+
+/// User and system CPU time of a wait4 `rusage`.
+fn cpu_time(usage: &libc::rusage) -> std::time::Duration {
+    let time = |t: libc::timeval| {
+        let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+        let micros = u64::try_from(t.tv_usec).unwrap_or(0);
+        std::time::Duration::from_secs(secs) + std::time::Duration::from_micros(micros)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Waits for our child `pid` (blocking, retrying EINTR) and returns its raw wait status and the
+/// CPU time it and the children it reaped used; `None` if it is not our child.
+#[cfg(test)]
+pub fn wait_with_cpu(pid: i32) -> Option<(i32, std::time::Duration)> {
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    loop {
+        // SAFETY: `status` and `usage` are valid for the kernel to write.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
+        if rc == pid {
+            break;
+        }
+        if rc >= 0 || Errno::last() != Errno::EINTR {
+            return None;
+        }
+    }
+    // SAFETY: zeroed is a valid rusage, and wait4 filled it in.
+    let usage = unsafe { usage.assume_init() };
+    Some((status, cpu_time(&usage)))
 }
 
 /// Waits for `pid` to end (blocking), retrying EINTR; used only for a child known to be exiting.
