@@ -1,8 +1,8 @@
 //! The driver: watchd's one loop. It sleeps in `poll` until a signal arrives, a descriptor it
 //! watches is ready (the exec-status pipe, a health check, the notify socket, output that had
 //! to wait) or the machine's next deadline passes; turns what the kernel says (signals, reaped
-//! children, /proc scans, datagrams) into [`machine::Event`]s; and carries out the
-//! [`machine::Action`]s that come back. It decides nothing: every "whether" and "when" is the
+//! children, /proc scans, datagrams) into [`crate::machine::Event`]s; and carries out the
+//! [`crate::machine::Action`]s that come back. It decides nothing: every "whether" and "when" is the
 //! machine's.
 
 use std::collections::{HashSet, VecDeque};

@@ -5,12 +5,12 @@
 //! a descriptor, so every ladder, race, schedule and verdict is a unit test with a fake clock
 //! (see the tests at the bottom); `driver` is the loop that feeds it.
 //!
-//! A run of the command goes through [`State`]: `Running` until a trigger fires (`Dumping`
+//! A run of the command goes through `State`: `Running` until a trigger fires (`Dumping`
 //! while the dump's signal and commands have their time, then `Stopping`) or the main child
 //! ends (`Cleanup` of what it left behind), `Killing` once a grace runs out; then `Waiting`
 //! for a restart, or `Exited` after [`Action::Exit`]. The main child's end travels inside the
 //! states that come after it; what belongs to one run (its clocks, readiness, health, why
-//! watchd stopped it) lives in [`Run`], and what adds up over runs in the machine itself.
+//! watchd stopped it) lives in `Run`, and what adds up over runs in the machine itself.
 
 use std::time::{Duration, Instant};
 

@@ -186,7 +186,7 @@ pub fn parse(text: &str) -> Result<Signal, String> {
     })
 }
 
-/// Whether `sig` is one the kernel raises for a fault (see [`SYNCHRONOUS`]).
+/// Whether `sig` is one the kernel raises for a fault (see `SYNCHRONOUS`).
 pub fn is_synchronous(sig: Signal) -> bool {
     SYNCHRONOUS.contains(&sig.0)
 }
