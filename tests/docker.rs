@@ -389,7 +389,6 @@ fn metrics_file_on_a_volume_is_read_from_outside_while_the_container_runs() {
 }
 
 #[test]
-#[ignore = "needs issue 11: --health-url"]
 fn health_url_in_a_container() {
     if !engine() {
         return;
@@ -423,7 +422,6 @@ fn health_url_in_a_container() {
 }
 
 #[test]
-#[ignore = "needs issue 12: --restart"]
 fn restart_on_failure_in_a_container() {
     if !engine() {
         return;
@@ -450,7 +448,6 @@ fn restart_on_failure_in_a_container() {
 }
 
 #[test]
-#[ignore = "needs issue 12: --restart"]
 fn docker_stop_during_a_restart_delay_ends_at_once() {
     if !engine() {
         return;
