@@ -12,7 +12,7 @@
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -136,12 +136,7 @@ impl SideCommand {
         })?;
         let env: Vec<CString> = side_env(std::env::vars_os(), watchd_pid)
             .into_iter()
-            .filter_map(|(key, value)| {
-                let mut entry = key.into_vec();
-                entry.push(b'=');
-                entry.extend_from_slice(value.as_bytes());
-                CString::new(entry).ok()
-            })
+            .filter_map(crate::notify::env_entry)
             .collect();
         let devnull = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
         let (read_end, write_end) = match output {

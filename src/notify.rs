@@ -470,19 +470,19 @@ pub struct Envp {
     pid: PidVar,
 }
 
+/// `KEY=VALUE` as exec takes it; `None` when either holds a NUL byte (it cannot be passed).
+pub fn env_entry((key, value): (OsString, OsString)) -> Option<CString> {
+    let mut entry = key.into_vec();
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_bytes());
+    CString::new(entry).ok()
+}
+
 impl Envp {
     /// `env` as built by [`ChildEnv::apply`]; `watchdog_pid` from [`ChildEnv::watchdog_pid`].
     /// Entries with a NUL byte cannot be passed and are left out.
     pub fn new(env: Vec<(OsString, OsString)>, watchdog_pid: bool) -> Envp {
-        let strings: Vec<CString> = env
-            .into_iter()
-            .filter_map(|(key, value)| {
-                let mut entry = key.into_vec();
-                entry.push(b'=');
-                entry.extend_from_slice(value.as_bytes());
-                CString::new(entry).ok()
-            })
-            .collect();
+        let strings: Vec<CString> = env.into_iter().filter_map(env_entry).collect();
         let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         if watchdog_pid {
             ptrs.push(std::ptr::null());

@@ -28,6 +28,23 @@ impl Scratch {
     }
 }
 
+/// A symlink at `dir/name` to `target`, owned by `nobody` (uid 65534): planted by someone else.
+/// Needs root (to chown the link).
+pub fn link_owned_by_nobody(dir: &Scratch, name: &str, target: &std::path::Path) -> PathBuf {
+    let link = dir.0.join(name);
+    std::os::unix::fs::symlink(target, &link).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &link,
+        Some(nobody),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    link
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);

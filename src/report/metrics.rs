@@ -537,17 +537,7 @@ mod tests {
         let dir = Scratch::new("foreign");
         let victim = dir.0.join("root-only");
         fs::write(&victim, "precious").unwrap();
-        let link = dir.0.join("m.prom");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let nobody = nix::unistd::Uid::from_raw(65534);
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &link,
-            Some(nobody),
-            None,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .unwrap();
+        let link = crate::testutil::link_owned_by_nobody(&dir, "m.prom", &victim);
         let err = MetricsFile::new(&link).unwrap().write("x\n").unwrap_err();
         assert!(err.to_string().contains("owned by uid 65534"), "{err}");
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");

@@ -355,17 +355,7 @@ mod tests {
         let dir = Scratch::new("evlink");
         let victim = dir.0.join("root-only");
         fs::write(&victim, "precious").unwrap();
-        let link = dir.0.join("events");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let nobody = nix::unistd::Uid::from_raw(65534);
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &link,
-            Some(nobody),
-            None,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .unwrap();
+        let link = crate::testutil::link_owned_by_nobody(&dir, "events", &victim);
         let err = open_events(&link).unwrap_err();
         assert!(err.to_string().contains("owned by uid 65534"), "{err}");
         // A link of watchd's own user is followed.
