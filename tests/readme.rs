@@ -279,6 +279,33 @@ impl Systemd {
     }
 }
 
+/// A line of the dump's stderr picture, reduced to what does not vary between runs and
+/// kernels: its depth, the process state, the system call with its descriptor (numbers
+/// masked), and the program's name (no path, no version). The wait channel is left out: it is
+/// the kernel's function name (`pipe_read` became `anon_pipe_read`).
+fn dump_shape(line: &str) -> Option<(usize, String, String, String)> {
+    let rest = line.strip_prefix("watchd: ")?;
+    let body = rest.trim_start();
+    let depth = rest.len() - body.len();
+    let mut parts = body.splitn(3, "  ");
+    let (head, wait, command) = (parts.next()?, parts.next()?, parts.next()?);
+    let mut head = head.split_whitespace();
+    head.next()?.parse::<i32>().ok()?;
+    let state = head.next()?.to_string();
+    let call = wait.split_once(' ').map_or(wait, |(_, call)| call);
+    let mut masked = String::new();
+    for c in call.chars() {
+        if !c.is_ascii_digit() {
+            masked.push(c);
+        } else if !masked.ends_with('#') {
+            masked.push('#');
+        }
+    }
+    let program = command.split_whitespace().next()?.rsplit('/').next()?;
+    let program = program.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    Some((depth, state, masked, program.to_string()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Try it, In a container, On the command line.
 
@@ -475,18 +502,107 @@ fn container_health_check_stops_a_hung_server_and_starts_it_again() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// In CI.
+// In CI: the hung step and its dump, the runtimes' stacks, the retry.
 
 #[test]
-fn ci_example() {
+fn ci_example_shows_the_dump_between_the_trigger_and_the_stop() {
     let script = block("In CI", "sh");
-    let r = run(bash(&script));
+    let dir = TempDir::new("readme-ci");
+    let mut cmd = bash(&script);
+    cmd.current_dir(&dir.0);
+    let r = run(cmd);
     assert_eq!(r.stdout.trim(), "running tests\nexit status: 124", "{r}");
-    // The README shows what it prints; the first line is exact.
+    r.assert_took(Duration::from_secs(3), Duration::from_secs(15));
     let shown = block("In CI", "");
-    let first = shown.lines().next().unwrap();
-    r.assert_stderr_has(first);
-    r.assert_took(Duration::from_secs(3), Duration::from_secs(6));
+    let shown: Vec<&str> = shown.lines().collect();
+    let got: Vec<&str> = r.stderr.lines().collect();
+    // The trigger line is exact; the stop line is exact up to how long the child took to die.
+    let trigger = got.iter().position(|l| *l == shown[0]);
+    let trigger = trigger.unwrap_or_else(|| panic!("no {:?}\n{r}", shown[0]));
+    let stop_head = "watchd: stall: child killed by SIGTERM ";
+    assert!(shown.last().unwrap().starts_with(stop_head), "the README's last line");
+    let stop = got.iter().position(|l| l.starts_with(stop_head));
+    let stop = stop.unwrap_or_else(|| panic!("no {stop_head:?}\n{r}"));
+    let (want, dumped) = (&shown[1..shown.len() - 1], &got[trigger + 1..stop]);
+    assert_eq!(want.len(), 3, "the README shows sh, python and tee");
+    assert_eq!(dumped.len(), want.len(), "the dump between the trigger and the stop\n{r}");
+    for (want, got) in want.iter().zip(dumped) {
+        let want_shape = dump_shape(want).unwrap_or_else(|| panic!("not a dump line: {want}"));
+        let got_shape = dump_shape(got).unwrap_or_else(|| panic!("not a dump line: {got}\n{r}"));
+        assert_eq!(got_shape, want_shape, "README: {want}\nrun:    {got}\n{r}");
+    }
+    assert!(dir.path("test.log").exists(), "tee wrote test.log in the step's directory");
+}
+
+#[test]
+fn ci_dump_signal_example_prints_pythons_stack_before_the_stop() {
+    let text = subsection("In CI", "The dump");
+    let script = blocks_in(&text, "sh").remove(0);
+    let shown = blocks_in(&text, "").remove(0);
+    let shown: Vec<&str> = shown.lines().collect();
+    let r = run(bash(&script));
+    r.assert_code(124).assert_took(Duration::from_secs(4), Duration::from_secs(20));
+    let got: Vec<&str> = r.stderr.lines().collect();
+    let at = |what: &str, found: Option<usize>| {
+        found.unwrap_or_else(|| panic!("no {what} in the run\n{r}"))
+    };
+    let trigger = at("trigger line", got.iter().position(|l| *l == shown[0]));
+    assert!(shown[0].ends_with("sending SIGTERM in 2s (after the dump), SIGKILL in 10s"));
+    let dump = at("dump line", got.iter().position(|l| dump_shape(l).is_some()));
+    assert_eq!(dump_shape(got[dump]), dump_shape(shown[1]), "{r}");
+    let stack = got.iter().position(|l| l.ends_with("(most recent call first):"));
+    let stack = at("Python's stack", stack);
+    let stop = got.iter().position(|l| l.starts_with("watchd: stall: child killed by SIGTERM "));
+    let stop = at("stop line", stop);
+    assert!(trigger < dump && dump < stack && stack < stop, "in that order\n{r}");
+    assert!(got[stack + 1..stop].iter().any(|l| l.contains(" in wait")), "{r}");
+}
+
+/// The retry recipe with `--stall 5m` cut to 1s (and probes to match).
+fn retry_recipe() -> String {
+    let script = sub_block("In CI", "Retry a stalled step", "sh");
+    let line = watchd_line(&script);
+    assert!(line.starts_with(
+        "watchd --stall 5m --restart on-failure --restart-max 2 --exit-code-on-stop 124 -- "
+    ));
+    substitute(&script, "--stall 5m", "--stall 1s --interval 100ms")
+}
+
+#[test]
+fn ci_retry_recipe_passes_on_the_second_run() {
+    let dir = TempDir::new("readme-retry");
+    let mut cmd = bash(&retry_recipe());
+    cmd.current_dir(&dir.0);
+    let r = run(cmd);
+    r.assert_took(Duration::from_secs(2), Duration::from_secs(30));
+    let shown = blocks_in(&subsection("In CI", "Retry a stalled step"), "").remove(0);
+    let (stderr, stdout): (Vec<&str>, Vec<&str>) =
+        shown.lines().partition(|l| l.starts_with("watchd: "));
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), stdout, "{r}");
+    let restarting = stderr.last().unwrap();
+    assert_eq!(
+        *restarting,
+        "watchd: restarting in 1s (restart 1 of 2): stall (child killed by SIGTERM)"
+    );
+    r.assert_stderr_has(restarting);
+    assert_eq!(r.stderr.matches("watchd: stall: no CPU or I/O progress for 1s").count(), 1);
+    assert!(dir.path("attempted").is_dir());
+}
+
+#[test]
+fn ci_retry_recipe_gives_up_after_two_restarts() {
+    // The same flags on a step that stalls every time: the line the README quotes, and 124.
+    let recipe = retry_recipe();
+    let line = watchd_line(&recipe);
+    let flags = line.split(" -- ").next().unwrap();
+    let r = run(bash(&format!("{flags} -- sleep 3600")));
+    r.assert_code(124).assert_took(Duration::from_secs(5), Duration::from_secs(40));
+    let text = subsection("In CI", "Retry a stalled step").replace('\n', " ");
+    let quoted = "watchd: giving up after 2 restarts: stall (child killed by SIGTERM)";
+    assert!(text.contains(&format!("`{quoted}`")), "the README quotes {quoted:?}");
+    r.assert_stderr_has(quoted);
+    assert_eq!(r.stderr.matches("watchd: restarting in ").count(), 2, "{r}");
+    r.assert_stderr_has("watchd: restarting in 2s (restart 2 of 2): ");
 }
 
 // ---------------------------------------------------------------------------------------------
