@@ -791,3 +791,164 @@ fn notify_recipe_runs_with_systemd_notify() {
     systemd.wait_for("STOPPING=1", |l| l.iter().any(|m| m == "STOPPING=1"));
     assert!(systemd.in_order(&upstream), "{:?}", systemd.lines());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Options, events and metrics: the README lists what the binary has.
+
+#[test]
+fn options_table_lists_every_option_of_help() {
+    let help = Command::new(WATCHD).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let mut in_help: Vec<String> = help
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split(['<', ' ']).find(|w| w.starts_with("--")))
+        .map(|w| w.trim_end_matches(',').to_string())
+        .filter(|w| w != "--help" && w != "--version")
+        .collect();
+    in_help.sort();
+    in_help.dedup();
+    let options = section("Options");
+    let mut in_readme: Vec<String> = options
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('`').nth(1))
+        .filter_map(|cell| cell.split([' ', ',']).find(|w| w.starts_with("--")))
+        .map(str::to_string)
+        .collect();
+    in_readme.sort();
+    assert_eq!(in_readme, in_help, "README's Options table against --help");
+}
+
+/// The field names of an events-table cell: the backticked names outside parentheses, split
+/// at top-level commas (`signal` or `cmd` gives both).
+fn top_level_fields(cell: &str) -> Vec<String> {
+    let (mut depth, mut tick, mut name, mut names) = (0, false, String::new(), Vec::new());
+    for c in cell.chars() {
+        match c {
+            '(' if !tick => depth += 1,
+            ')' if !tick => depth -= 1,
+            '`' if depth == 0 => {
+                if tick {
+                    names.push(std::mem::take(&mut name));
+                }
+                tick = !tick;
+            }
+            c if tick && depth == 0 => name.push(c),
+            _ => {}
+        }
+    }
+    names
+}
+
+/// The events table: event name → its cell of fields.
+fn events_table() -> Vec<(String, String)> {
+    section("Events and metrics")
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .take_while(|l| !l.starts_with("| `watchd_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            (cells[0].trim_start_matches("| ").trim_matches('`').to_string(), cells[1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn events_and_metrics_of_a_run_are_the_ones_the_readme_lists() {
+    // A run with a health check, a drain that ends in a kill, a dump and one restart.
+    let dir = TempDir::new("readme-events");
+    let (events_path, metrics_path) = (dir.path("events"), dir.path("metrics"));
+    let r = run(watchd([
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "50ms",
+        "--restart",
+        "on-failure",
+        "--restart-max",
+        "1",
+        "--restart-delay",
+        "0",
+        "--stall",
+        "300ms",
+        "--interval",
+        "50ms",
+        "--grace",
+        "200ms",
+        "--events",
+        events_path.to_str().unwrap(),
+        "--metrics-file",
+        metrics_path.to_str().unwrap(),
+        "sh",
+        "-c",
+        "trap '' TERM; exec sleep 1000",
+    ]));
+    assert_eq!(r.signal(), Some(libc::SIGKILL), "sleep ignored TERM and was killed\n{r}");
+    let table = events_table();
+    let names: Vec<&str> = table.iter().map(|(n, _)| n.as_str()).collect();
+    let all = [
+        "start", "sample", "signal", "trigger", "dump", "stop", "kill", "reap", "ready", "health",
+        "notify", "restart", "exit",
+    ];
+    assert_eq!(names, all, "the README's events");
+    let evs = events(&events_path);
+    let mut seen = Vec::new();
+    for ev in &evs {
+        let name = ev["event"].as_str().unwrap();
+        let (_, cell) = table.iter().find(|(n, _)| n == name).expect("a listed event");
+        let mut want = top_level_fields(cell);
+        want.retain(|f| f != "cmd"); // `signal` or `cmd`: a stop by signal here
+        let mut got: Vec<&str> =
+            ev.as_object().unwrap().keys().map(String::as_str).filter(|k| *k != "ts").collect();
+        got.retain(|k| *k != "event");
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "fields of {ev}");
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+    }
+    for name in ["start", "sample", "trigger", "dump", "stop", "kill", "reap", "ready", "health"] {
+        assert!(seen.contains(&name), "no {name} event: {seen:?}\n{r}");
+    }
+    assert!(seen.contains(&"restart") && seen.contains(&"exit"), "{seen:?}");
+    // A dumped process and its threads have the fields the dump row lists in its parentheses.
+    let (_, dump_cell) = table.iter().find(|(n, _)| n == "dump").unwrap();
+    let inner = &dump_cell[dump_cell.find('(').unwrap() + 1..dump_cell.rfind(')').unwrap()];
+    let inner = inner.split_once(':').map_or(inner, |(_, list)| list);
+    let mut want = top_level_fields(inner);
+    want.sort();
+    let dump = named(&evs, "dump")[0];
+    let process = &dump["processes"][0];
+    let mut got: Vec<&str> = process.as_object().unwrap().keys().map(String::as_str).collect();
+    got.sort();
+    assert_eq!(got, want, "a dumped process: {process}");
+    let task = &process["tasks"][0];
+    let mut got: Vec<&str> = task.as_object().unwrap().keys().map(String::as_str).collect();
+    got.sort();
+    want.retain(|f| f != "tasks");
+    assert_eq!(got, want, "a dumped thread: {task}");
+
+    // Every family of the metrics file is named in the README, and every metric the README
+    // names is in the file, but for those only a cgroup or NVML gives.
+    let metrics = fs::read_to_string(&metrics_path).unwrap();
+    let text = section("Events and metrics");
+    let families: Vec<&str> =
+        metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    for family in &families {
+        assert!(text.contains(&format!("`{family}")), "README lacks {family}");
+    }
+    let conditional =
+        ["watchd_pressure_some_ratio", "watchd_gpu_utilization_ratio", "watchd_gpu_memory_bytes"];
+    for word in text.split('`').filter(|w| w.starts_with("watchd_")) {
+        let name = word.split('{').next().unwrap();
+        assert!(
+            families.contains(&name) || conditional.contains(&name),
+            "README names {name}, which the file lacks:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("watchd_restarts_total 1\n"), "{metrics}");
+    assert!(metrics.contains("watchd_stops_total{reason=\"stall\"} 2\n"), "{metrics}");
+}
