@@ -588,6 +588,10 @@ impl Machine {
                 for line in lines {
                     self.say(&mut out, Level::Normal, line);
                 }
+                // What the command last said of itself belongs to the picture.
+                if let Some(status) = self.status.clone() {
+                    self.say(&mut out, Level::Normal, format!("its last STATUS: {status}"));
+                }
                 out.push(Action::Emit(Record::Dump { processes }));
             }
             Event::DumpCmdsDone => {
@@ -627,6 +631,12 @@ impl Machine {
             out.push(Action::Upstream(format!("STATUS={status}")));
             self.upstream_status = status;
         }
+    }
+
+    /// The run's state as STATUS= says it when the command said nothing of its own.
+    fn run_status(&self) -> String {
+        let ready = self.run.readiness.is_ready();
+        if ready { "ready" } else { "starting" }.to_string()
     }
 
     /// `STOPPING=1` to the service manager, once: watchd itself is about to end.
@@ -819,6 +829,17 @@ impl Machine {
             };
             if alive && self.main_alive() || matches!(self.state, State::Waiting { .. }) {
                 out.push(Action::Upstream("WATCHDOG=1".to_string()));
+                if self.upstream_status.starts_with("stalled for ") {
+                    // Progress again: back to what the state was.
+                    let back = self.status.clone().unwrap_or_else(|| self.run_status());
+                    self.tell_status(out, back);
+                }
+            } else if self.state == State::Running
+                && !self.upstream_status.starts_with("stalled for ")
+            {
+                // Pings withheld: the service manager's watchdog will act; say why, once.
+                let quiet = human_duration(Duration::from_secs(quiet.as_secs().max(1)));
+                self.tell_status(out, format!("stalled for {quiet}"));
             }
             self.upstream_ping = Some((at + half).max(now));
         }
@@ -2556,6 +2577,31 @@ mod tests {
     }
 
     #[test]
+    fn withheld_pings_say_stalled_and_progress_says_ready_again() {
+        // No --stall: the window is systemd's WATCHDOG_USEC (2s), and systemd's watchdog acts.
+        let mut set = settings();
+        set.upstream = Some(Some(secs(2.0)));
+        let mut sim = Sim::new(set, Limits::none(HZ));
+        sim.send(Event::Execed);
+        sim.world.sample.cpu_ticks += 10;
+        sim.at(1.0);
+        sim.take();
+        // Quiet from 1s: pings go on while within the window, then stop, saying why once.
+        sim.at(2.0).at(3.0).at(4.0).at(5.0);
+        let said = upstream(&sim);
+        assert_eq!(said.iter().filter(|m| *m == "WATCHDOG=1").count(), 1, "{said:?}");
+        let stalled: Vec<_> =
+            said.iter().filter(|m| m.starts_with("STATUS=stalled for ")).collect();
+        assert_eq!(stalled, ["STATUS=stalled for 2s"], "{said:?}");
+        // Progress again: pings, and the status it had.
+        sim.take();
+        sim.world.sample.cpu_ticks += 10;
+        // The probe at 6s sees it; the ping that follows it says so.
+        sim.at(6.0).at(7.0);
+        assert_eq!(upstream(&sim), ["WATCHDOG=1", "STATUS=ready"]);
+    }
+
+    #[test]
     fn a_stop_request_is_stopping_at_once_and_extend_timeout_is_passed_on() {
         let mut set = settings();
         set.upstream = Some(None);
@@ -2780,6 +2826,31 @@ mod tests {
         let stop = sim.log.iter().position(|a| matches!(a, Action::Stop { .. })).unwrap();
         assert!(line < dump && dump < dumped && dumped < stop, "{:?}", sim.log);
         assert!(sim.events().contains(&"dump"));
+        assert!(!sim.log.iter().any(|a| matches!(a, Action::Say(_, t) if t.contains("STATUS"))));
+    }
+
+    #[test]
+    fn the_commands_last_status_closes_the_dump() {
+        let mut set = settings();
+        set.notify = true;
+        set.dump = Dump { snapshot: true, ..Dump::default() };
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.send(notify(&["STATUS=loading shard 3 of 8"]));
+        sim.at(1.0).at(2.0);
+        let dumped = sim
+            .log
+            .iter()
+            .position(|a| matches!(a, Action::Say(_, t) if t == "100 S sleep 9"))
+            .unwrap();
+        let status = sim
+            .log
+            .iter()
+            .position(
+                |a| matches!(a, Action::Say(_, t) if t == "its last STATUS: loading shard 3 of 8"),
+            )
+            .unwrap();
+        let stop = sim.log.iter().position(|a| matches!(a, Action::Stop { .. })).unwrap();
+        assert!(dumped < status && status < stop, "{:?}", sim.log);
     }
 
     #[test]

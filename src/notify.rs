@@ -109,7 +109,7 @@ fn parse_usec(value: &str) -> Option<u64> {
 }
 
 /// A message received on watchd's socket, with the sender the kernel vouches for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Received {
     /// The sender's pid in watchd's pid namespace (0 when the kernel cannot map it). Whether
     /// it belongs to the tree is the machine's call.
@@ -117,6 +117,11 @@ pub struct Received {
     pub uid: u32,
     pub gid: u32,
     pub message: Message,
+    /// Descriptors that came with it (`systemd-notify`'s BARRIER=1 pipe), close-on-exec. Held
+    /// until the sender has been judged, then dropped: `systemd-notify --ready` waits for its
+    /// barrier to close and exits right after, and an unprivileged one sends its own pid, so
+    /// closing first would let the sender vanish before it is found in the tree.
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Datagrams [`NotifySocket`] threw away, for `-v` and the counters.
@@ -294,7 +299,7 @@ impl NotifySocket {
                 Err(_) => return Step::Empty,
             }
         };
-        self.dropped.fds_closed += control.fds_closed;
+        self.dropped.fds_closed += control.fds.len() as u64;
         if truncated {
             self.dropped.oversized += 1;
             return Step::Dropped;
@@ -308,7 +313,10 @@ impl NotifySocket {
             return Step::Dropped;
         };
         match parse(&buf[..bytes]) {
-            Ok(message) => Step::Got(Received { pid: cred.0, uid: cred.1, gid: cred.2, message }),
+            Ok(message) => {
+                let fds = control.fds;
+                Step::Got(Received { pid: cred.0, uid: cred.1, gid: cred.2, message, fds })
+            }
             Err(TooLong) => {
                 self.dropped.oversized += 1;
                 Step::Dropped
@@ -321,7 +329,9 @@ impl NotifySocket {
 #[derive(Default)]
 struct Control {
     cred: Option<(i32, u32, u32)>,
-    fds_closed: u64,
+    /// What came with the message: owned from here, so every path closes them (a dropped
+    /// message at once, a kept one once its sender is judged).
+    fds: Vec<OwnedFd>,
     truncated: bool,
 }
 
@@ -330,12 +340,7 @@ impl Control {
         match cmsg {
             ControlMessageOwned::ScmCredentials(c) => self.cred = Some((c.pid(), c.uid(), c.gid())),
             ControlMessageOwned::ScmRights(fds) => {
-                // Closed at once: `systemd-notify --ready` waits for its BARRIER=1 descriptor
-                // to be closed, and keeping strangers' descriptors open is a leak.
-                for fd in fds {
-                    let _ = nix::unistd::close(fd);
-                    self.fds_closed += 1;
-                }
+                self.fds.extend(fds.into_iter().map(crate::sys::received_fd));
             }
             _ => {}
         }

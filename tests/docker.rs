@@ -485,7 +485,7 @@ fn readme_block(heading: &str, lang: &str) -> String {
     body[..body.find("```").expect("a closing fence")].to_string()
 }
 
-/// README's container section, as written: its Dockerfile built on `debian:bookworm-slim`, and
+/// README's container section, as written: its Dockerfile built on `python:3.12-slim-bookworm`, and
 /// its docker lines run one by one with bash (the names made unique for this test process).
 #[test]
 fn readme_container_section_runs_as_written() {

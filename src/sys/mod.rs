@@ -428,6 +428,14 @@ pub fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
     fd.as_fd()
 }
 
+/// Takes ownership of a descriptor the kernel installed for us with a message (SCM_RIGHTS):
+/// nothing else owns it, and from here on dropping it closes it.
+pub fn received_fd(fd: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: recvmsg just created this descriptor in our table for this message; no other
+    // owner exists.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //!
 //! Images are made here, not pulled (no registry is reachable from CI): `image()` is a root
 //! filesystem of busybox-static and watchd's static build, imported with README's ENTRYPOINT;
-//! `readme_image()` builds README's Dockerfile as written, on a `debian:bookworm-slim` made
+//! `readme_image()` builds README's Dockerfile as written, on a `python:3.12-slim-bookworm` made
 //! with mmdebstrap when the engine has none.
 #![allow(dead_code)]
 
@@ -269,13 +269,15 @@ pub fn image() -> &'static str {
     })
 }
 
-/// `debian:bookworm-slim`, for README's Dockerfile: the engine's own if it has one, else made
-/// here with mmdebstrap (minbase, python3, no documentation: what the real -slim image holds,
-/// near enough) and imported under that name. The tarball is kept in `<target>/docker-cache`,
+/// `python:3.12-slim-bookworm` (the official Python image, on Debian bookworm), for README's
+/// Dockerfile: the engine's own if it has one, else made here with mmdebstrap (bookworm
+/// minbase with Debian's python3, no documentation: what the real image holds, near enough;
+/// its python3 is 3.11, which the Dockerfile's command does not mind) and imported under that
+/// name. The tarball is kept in `<target>/docker-cache`,
 /// so only the first run on a machine pays for it (about 40 s here). Err says why it cannot be
 /// made here.
 fn bookworm_slim() -> Result<(), String> {
-    const BASE: &str = "debian:bookworm-slim";
+    const BASE: &str = "python:3.12-slim-bookworm";
     if has_image(BASE) {
         return Ok(());
     }
@@ -326,7 +328,7 @@ fn bookworm_slim() -> Result<(), String> {
 
 /// README's Dockerfile, built as written (with `docker build -t TAG .` in a context holding it
 /// and watchd's static build as `watchd`); None, after the skip line, when no
-/// `debian:bookworm-slim` can be had here and CI is not "true".
+/// `python:3.12-slim-bookworm` can be had here and CI is not "true".
 #[track_caller]
 pub fn readme_context(dockerfile: &str) -> Option<TempDir> {
     static BASE: OnceLock<Result<(), String>> = OnceLock::new();
