@@ -35,7 +35,10 @@ fn hierarchy() -> Result<(PathBuf, PathBuf), String> {
         .next()
         .ok_or("no cgroup2 mount")?;
     let own = cgroup_dir_of(std::process::id() as i32).ok_or("no cgroup v2 of our own")?;
-    let probe = own.join(format!("watchd-test-probe-{}", std::process::id()));
+    // Tests run in parallel threads of one process: the name is unique per call.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = own.join(format!("watchd-test-probe-{}-{call}", std::process::id()));
     fs::create_dir(&probe)
         .map_err(|e| format!("cannot make a cgroup in {}: {e}", own.display()))?;
     fs::remove_dir(&probe).map_err(|e| e.to_string())?;
