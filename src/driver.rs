@@ -1018,8 +1018,11 @@ impl Driver {
                 let visible =
                     scan.cpu_us.is_some() || scan.procs.iter().any(|p| p.pid == self.main_pid);
                 let gpu = self.probe_gpu(&scan);
+                // Only the notify socket's senders and the GPU's processes are looked up in it.
                 self.last_members.clear();
-                self.last_members.extend(scan.procs.iter().map(|p| p.pid));
+                if self.notify.is_some() || self.gpu.is_some() {
+                    self.last_members.extend(scan.procs.iter().map(|p| p.pid));
+                }
                 let heartbeats = self.heartbeats();
                 let sample = self.sampler.sample(&scan, at);
                 let pressure = if self.reporting { self.pressure() } else { None };
