@@ -278,7 +278,11 @@ fn contain(
     self_pid: i32,
     reporter: &mut Reporter,
 ) -> Result<Option<Cgroup>> {
-    let decision = if proc_ok || mode == Mode::Off {
+    let decision = if mode == Mode::Off {
+        // `off` is decided without the facts, whose reading (mountinfo above all) would cost
+        // every start-up about 60 µs for nothing.
+        Decision::Proc { why: "--cgroup off".to_string() }
+    } else if proc_ok {
         crate::cgroup::decide(mode, &Facts::read())
     } else {
         let why = "/proc is not this PID namespace's, so members cannot be told apart".to_string();
