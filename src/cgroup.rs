@@ -1509,6 +1509,60 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
     }
 
     #[test]
+    fn an_idle_tree_costs_one_stat_and_a_stopped_one_is_still_seen_stopped() {
+        use crate::probe::{Needs, Prober, Sampler};
+        let Some(mut t) = TestCgroup::new("idle-scan") else { return };
+        t.sh("sleep 1000 & sleep 1000 & wait");
+        wait_for("3 members", || (t.members().len() == 3).then_some(()));
+        // The prober's own handle on the test's cgroup (dropped first: its rmdir fails while
+        // the cgroup is populated, and the test cgroup's drop removes it).
+        let same = Cgroup::open(t.cg.dir(), t.cg.path().to_path_buf()).unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        let cpu_only = Needs { io: false, stat: false };
+        let mut prober = Prober::new(me).with_needs(cpu_only).with_cgroup(same);
+        let mut sampler = Sampler::new();
+        let mut at = Duration::ZERO;
+        let mut probe = |prober: &mut Prober| {
+            at += Duration::from_millis(100);
+            let scan = prober.scan(&[]);
+            let sample = sampler.sample(&scan, at);
+            (scan, sample)
+        };
+        // Asleep, whether the CPU grew since the last scan or not: no figure is read (one stat
+        // at most, which shows a running member), and the tree is not all stopped.
+        for _ in 0..5 {
+            let (scan, sample) = probe(&mut prober);
+            assert!(!scan.stats, "an idle tree's scan read every stat: {scan:?}");
+            assert_eq!((sample.processes, sample.all_stopped), (3, false));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Stopped: once the CPU the stop cost is counted, a scan reads every stat.
+        let members = t.members();
+        for &pid in &members {
+            kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+        }
+        let (scan, sample) = wait_for("a scan that reads the stopped tree's stats", || {
+            std::thread::sleep(Duration::from_millis(20));
+            Some(probe(&mut prober)).filter(|(scan, _)| scan.stats)
+        });
+        assert!(scan.procs.iter().all(|p| p.state == b'T'), "{scan:?}");
+        assert!(sample.all_stopped && sample.rss_bytes.is_some_and(|r| r > 0), "{sample:?}");
+        for &pid in &members {
+            kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
+        }
+        wait_for("a scan of the resumed tree", || {
+            std::thread::sleep(Duration::from_millis(20));
+            let (scan, sample) = probe(&mut prober);
+            (!scan.stats && !sample.all_stopped).then_some(())
+        });
+        // Asked for resident memory: every scan reads every stat.
+        let mut prober = prober.with_needs(Needs { io: false, stat: true });
+        for _ in 0..3 {
+            assert!(prober.scan(&[]).stats);
+        }
+    }
+
+    #[test]
     fn cpu_of_300_short_processes_in_a_row_is_counted_exactly() {
         let Some(mut t) = TestCgroup::new("cpu") else { return };
         // A make-like parent: 300 short compilers one after another, each gone before the next.

@@ -278,7 +278,11 @@ fn contain(
     self_pid: i32,
     reporter: &mut Reporter,
 ) -> Result<Option<Cgroup>> {
-    let decision = if proc_ok || mode == Mode::Off {
+    let decision = if mode == Mode::Off {
+        // `off` is decided without the facts, whose reading (mountinfo above all) would cost
+        // every start-up about 60 µs for nothing.
+        Decision::Proc { why: "--cgroup off".to_string() }
+    } else if proc_ok {
         crate::cgroup::decide(mode, &Facts::read())
     } else {
         let why = "/proc is not this PID namespace's, so members cannot be told apart".to_string();
@@ -1018,8 +1022,11 @@ impl Driver {
                 let visible =
                     scan.cpu_us.is_some() || scan.procs.iter().any(|p| p.pid == self.main_pid);
                 let gpu = self.probe_gpu(&scan);
+                // Only the notify socket's senders and the GPU's processes are looked up in it.
                 self.last_members.clear();
-                self.last_members.extend(scan.procs.iter().map(|p| p.pid));
+                if self.notify.is_some() || self.gpu.is_some() {
+                    self.last_members.extend(scan.procs.iter().map(|p| p.pid));
+                }
                 let heartbeats = self.heartbeats();
                 let sample = self.sampler.sample(&scan, at);
                 let pressure = if self.reporting { self.pressure() } else { None };

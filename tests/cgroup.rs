@@ -281,6 +281,13 @@ fn auto_takes_a_delegated_cgroup_and_says_why() {
     assert!(set.success());
     let r = in_parent(true);
     r.assert_stderr_has(&format!("(its cgroup {} carries trusted.delegate)", parent.0.display()));
+    // `off` even there, decided without reading where watchd's cgroup is.
+    let off = script.replace("-v --", "-v --cgroup off --");
+    let r = run(sh(&off));
+    r.assert_code(0)
+        .assert_stderr_has("watchd: no cgroup (--cgroup off): the tree is what /proc shows");
+    let parent_name = parent.0.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(r.stdout.trim().ends_with(&format!("/{parent_name}")), "{r}");
     let left: Vec<_> = fs::read_dir(&parent.0)
         .unwrap()
         .flatten()
