@@ -351,7 +351,8 @@ pub fn start(cmd: &mut Command, opts: &Options) -> Result<Started, SpawnError> {
         };
         if pid == 0 {
             let join = opts.cgroup.as_ref().filter(|_| clone3.is_none()).map(|p| p.procs.as_ptr());
-            exec_child(cmd, opts, parent, join, write_end.as_raw_fd());
+            let born = clone3.is_some();
+            exec_child(cmd, opts, parent, born, join, write_end.as_raw_fd());
         }
         drop(write_end);
         if let Some(place) = clone3 {
@@ -443,19 +444,24 @@ unsafe fn clone_into(dir: BorrowedFd<'_>) -> Result<i32, i32> {
     if rc < 0 { Err(last_errno()) } else { Ok(rc as i32) }
 }
 
-/// The child between fork and exec: it says it was born, joins its cgroup (`join`: its
-/// `cgroup.procs`) when it was not born there, and execs. Never returns.
+/// The child between fork and exec: it says it was born (`born`: only a clone3 child, whose
+/// parent waits for that; a byte nobody waits for would wake the parent for nothing while the
+/// child heads for exec), joins its cgroup (`join`: its `cgroup.procs`) when it was not born
+/// there, and execs. Never returns.
 fn exec_child(
     cmd: &mut Command,
     opts: &Options,
     parent: i32,
+    born: bool,
     join: Option<*const libc::c_char>,
     report: libc::c_int,
 ) -> ! {
     // SAFETY: every call below is async-signal-safe and uses only memory prepared before the
     // fork; nothing allocates, locks or unwinds.
     unsafe {
-        libc::write(report, [BORN].as_ptr().cast(), 1);
+        if born {
+            libc::write(report, [BORN].as_ptr().cast(), 1);
+        }
         if let Some(procs) = join {
             // Writing "0" moves the writer.
             let fd = libc::open(procs, libc::O_WRONLY | libc::O_CLOEXEC);
