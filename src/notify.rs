@@ -133,7 +133,7 @@ pub struct Dropped {
     pub anonymous: u64,
     /// Its control data did not fit: its sender cannot be checked.
     pub truncated_control: u64,
-    /// Descriptors that came with messages, all closed at once.
+    /// Descriptors that came with messages (each closed with its message, once judged).
     pub fds_closed: u64,
 }
 

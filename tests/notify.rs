@@ -1,6 +1,7 @@
 //! The notify socket on real processes: systemd's own `systemd-notify` (BARRIER=1 included),
 //! a raw sender, a sender that is someone else, oversized and malformed datagrams, a flood of
-//! 10,000 datagrams, a child that drops privileges, descriptors closed at once, the child's
+//! 10,000 datagrams, a child that drops privileges, descriptors held with their message and
+//! closed with it, the child's
 //! WATCHDOG_PID set between fork and exec, and the upstream sender (paths and abstract names).
 
 use std::io::{IoSlice, Read};
@@ -19,7 +20,8 @@ use watchd::notify::{
     self, BATCH, Envp, MAX_DATAGRAM, NotifySocket, Received, Target, Upstream, child_env,
 };
 
-/// Receives until `done` says so, polling the socket as the driver would.
+/// Receives until `done` says so, polling the socket as the driver would, and closing each
+/// message's descriptors once it is received, as the driver does once it has judged the sender.
 fn receive_until(
     sock: &mut NotifySocket,
     limit: Duration,
@@ -31,7 +33,7 @@ fn receive_until(
         assert!(Instant::now() < deadline, "timed out; received so far: {got:?}");
         let mut fds = [PollFd::new(sock.fd(), PollFlags::POLLIN)];
         poll(&mut fds, PollTimeout::from(50u8)).unwrap();
-        got.extend(sock.recv_batch());
+        got.extend(sock.recv_batch().into_iter().map(|r| Received { fds: Vec::new(), ..r }));
     }
     got
 }
@@ -191,7 +193,7 @@ fn a_child_that_drops_privileges_still_reaches_the_socket() {
 }
 
 #[test]
-fn descriptors_sent_with_a_message_are_closed_at_once() {
+fn descriptors_sent_with_a_message_live_with_it_and_close_with_it() {
     let mut sock = NotifySocket::bind().unwrap();
     let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
     let sender = UnixDatagram::unbound().unwrap();
@@ -206,13 +208,28 @@ fn descriptors_sent_with_a_message_are_closed_at_once() {
     )
     .unwrap();
     drop(write_end);
-    let got = receive_until(&mut sock, Duration::from_secs(5), |got| !got.is_empty());
-    assert_eq!(got[0].message.field("BARRIER"), Some("1"));
-    assert_eq!(sock.dropped().fds_closed, 2);
-    // Every copy of the write end is gone: the reader sees the hang-up at once.
-    let mut fds = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
-    assert_eq!(poll(&mut fds, PollTimeout::ZERO).unwrap(), 1);
-    assert!(fds[0].revents().unwrap().contains(PollFlags::POLLHUP));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.is_empty() {
+        assert!(Instant::now() < deadline, "nothing received");
+        let mut fds = [PollFd::new(sock.fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(50u8)).unwrap();
+        got.extend(sock.recv_batch());
+    }
+    let received = got.remove(0);
+    assert_eq!(received.message.field("BARRIER"), Some("1"));
+    assert_eq!((received.fds.len(), sock.dropped().fds_closed), (2, 2));
+    // The message holds both copies (systemd-notify waits on its barrier while the sender is
+    // looked for in the tree): no hang-up yet.
+    let hung_up = || {
+        let mut fds = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+            && fds[0].revents().unwrap().contains(PollFlags::POLLHUP)
+    };
+    assert!(!hung_up(), "the descriptors were closed before the message was judged");
+    // Dropped with the message: every copy of the write end is gone, the reader sees it at once.
+    drop(received);
+    assert!(hung_up());
 }
 
 #[test]
