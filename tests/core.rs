@@ -111,6 +111,11 @@ fn usage_errors_are_one_line_and_125_and_start_nothing() {
     r.assert_code(125).assert_stderr_has("missing COMMAND");
     assert_eq!(r.stderr.lines().count(), 1, "{r}");
     run(watchd(["--"])).assert_code(125).assert_stderr_has("missing COMMAND");
+    // With -v too: one line, no literal "\n" in it.
+    let r = run(watchd(["-v"]));
+    r.assert_code(125).assert_stderr_has("missing COMMAND");
+    assert_eq!(r.stderr.lines().count(), 1, "{r}");
+    assert!(!r.stderr.contains("\\n"), "{r}");
 }
 
 #[test]

@@ -548,3 +548,36 @@ fn leftovers_are_killed_one_grace_after_the_stop_request() {
     // 3s from the request, not 2s + 3s from the child's end.
     assert!(took >= secs(2.9) && took < secs(4.5), "the stop took {took:?}");
 }
+
+// ---- 20. 0 for a wait means no wait -------------------------------------------------------
+
+#[test]
+fn grace_zero_kills_at_once() {
+    let dir = TempDir::new("grace-zero");
+    let ready = dir.path("ready");
+    let events = dir.path("events");
+    // Deaf to SIGTERM: only the kill ends it. With a grace it would live that long.
+    let script = format!("trap '' TERM; touch {}; exec sleep 1000", ready.display());
+    let mut cmd = watchd(["--grace", "0", "--events", events.to_str().unwrap()]);
+    cmd.args(["--timeout", "300ms", "--exit-code-on-stop", "124", "sh", "-c", &script]);
+    let r = run(cmd);
+    r.assert_code(124).assert_took(secs(0.3), secs(3.0));
+    assert!(ready.exists(), "{r}");
+    let log = fs::read_to_string(&events).unwrap();
+    let at = |name: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("\"event\":\"{name}\"")))
+            .unwrap_or_else(|| panic!("no {name} event\n{log}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = v["ts"].as_str().unwrap();
+        humantime::parse_rfc3339(ts)
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // The kill goes out with the stop, not a grace later.
+    let gap = at("kill") - at("trigger");
+    assert!((0.0..0.5).contains(&gap), "{gap}s between the trigger and the kill\n{log}");
+}
