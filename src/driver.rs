@@ -270,6 +270,29 @@ pub fn run(config: Config, inherited: Inherited) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// Whether the tree in a cgroup is left: `populated` (cgroup.events), `children`: watchd still
+/// has children none of which could be reaped yet, `side`: the side commands among them,
+/// `own_children`: watchd's children as /proc lists them (`None` without a /proc of its own).
+///
+/// `populated 0` comes as the last member starts its exit: the kernel takes it out of the
+/// cgroup before it hands its children (zombies too) to their reaper, watchd, and before it
+/// becomes a zombie itself. Such a member is still watchd's child, or about to give watchd one,
+/// and the tree is not gone until it is reaped; side commands are never the tree.
+fn cgroup_tree_left(
+    populated: bool,
+    children: bool,
+    side: &[i32],
+    own_children: impl FnOnce() -> Option<Vec<i32>>,
+) -> bool {
+    if populated || !children {
+        return populated;
+    }
+    if side.is_empty() {
+        return true;
+    }
+    own_children().is_none_or(|kids| kids.iter().any(|pid| !side.contains(pid)))
+}
+
 /// What `--cgroup` comes to here: the command's cgroup, or none (and why, with `-v`). `on`
 /// where it is impossible is an error: one line, exit 125, nothing started.
 fn contain(
@@ -675,7 +698,12 @@ impl Driver {
     /// one runs, the walk says whether anything else is.
     fn tree_left(&mut self, children: bool) -> bool {
         if let Some(events) = self.prober.cgroup().and_then(|cg| cg.events()) {
-            return events.populated;
+            let side = self.exclude();
+            let proc_ok = self.proc_ok;
+            let prober = &mut self.prober;
+            return cgroup_tree_left(events.populated, children, &side, || {
+                proc_ok.then(|| prober.own_children())
+            });
         }
         let exclude = self.exclude();
         if !children || exclude.is_empty() || !self.proc_ok {
@@ -1162,5 +1190,27 @@ impl Driver {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_tree_left;
+
+    #[test]
+    fn an_empty_cgroup_is_the_end_only_once_every_child_of_the_tree_is_reaped() {
+        let unlisted = || -> Option<Vec<i32>> { panic!("not needed") };
+        // Populated: the tree is there, whatever watchd's children are.
+        assert!(cgroup_tree_left(true, false, &[], unlisted));
+        assert!(cgroup_tree_left(true, true, &[7], unlisted));
+        // Empty, and wait4 says watchd has no children: the end.
+        assert!(!cgroup_tree_left(false, false, &[], unlisted));
+        // Empty, but a child not yet reapable: the last member on its way out.
+        assert!(cgroup_tree_left(false, true, &[], unlisted));
+        // With a side command running, /proc tells them apart.
+        assert!(!cgroup_tree_left(false, true, &[7], || Some(vec![7])));
+        assert!(cgroup_tree_left(false, true, &[7], || Some(vec![7, 9])));
+        // Without a /proc of its own, a child may be the tree's: wait for it.
+        assert!(cgroup_tree_left(false, true, &[7], || None));
     }
 }

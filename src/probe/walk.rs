@@ -367,6 +367,14 @@ impl Prober {
         live
     }
 
+    /// watchd's own children as /proc lists them (every thread's children file): zombies and
+    /// processes still on their way out included.
+    pub fn own_children(&mut self) -> Vec<i32> {
+        self.kids.clear();
+        self.read_all_children(self.root);
+        std::mem::take(&mut self.kids)
+    }
+
     /// A prober that never walks the children files: the path kernels without them take.
     #[cfg(test)]
     fn full_scan_only(root: i32) -> Prober {
