@@ -1005,13 +1005,13 @@ impl Driver {
                 Some(Event::LeftoversStopped { sig, count })
             }
             Action::Kill { sig, main_alive } => {
-                let mut count = 0;
+                // The tree first, the main child last: once the main child dies its children
+                // move to watchd, and a scan that reads the tree meanwhile misses them (one in
+                // own session, out of the group's reach, then lived until the sweep 5s later).
                 let main = main_alive.then_some(self.main_pid);
-                if main_alive && sys::kill(self.main_pid, sig).is_ok() {
-                    count += 1;
-                }
                 let exclude = self.exclude();
                 let killed = tree::kill_tree(&mut self.prober, &exclude, main, self.main_pid, sig);
+                let count = u32::from(main_alive && sys::kill(self.main_pid, sig).is_ok());
                 self.group_fallback(&[sig]);
                 Some(Event::Killed { sig, count: count + killed.signalled, stuck: killed.stuck })
             }
