@@ -1627,6 +1627,24 @@ mod tests {
     }
 
     #[test]
+    fn an_exec_failure_ends_the_run_with_its_status_and_says_why() {
+        let failures = [
+            (SpawnError::NotFound("nope: not found".into()), 127),
+            (SpawnError::NotExecutable("./x: permission denied".into()), 126),
+            (SpawnError::Internal("cannot fork".into()), 125),
+        ];
+        for (err, code) in failures {
+            let mut sim = Sim::stall(5.0);
+            sim.take();
+            sim.send(Event::ExecFailed(err.clone()));
+            assert!(sim.log.contains(&Action::Fail(err.to_string())), "{:?}", sim.log);
+            assert_eq!(sim.outcome(), Some(Outcome::Code(code)), "{err}");
+            assert!(sim.m.exited());
+            assert_eq!(sim.m.deadline(), None, "nothing is due after the end");
+        }
+    }
+
+    #[test]
     fn probes_are_stamped_with_their_tick_and_skip_missed_ticks() {
         let mut sim = Sim::stall(60.0);
         sim.at(1.003);
@@ -2891,6 +2909,20 @@ mod tests {
         sim.reap(ChildEnd::Killed(SIGUSR1), false);
         assert_eq!(sim.outcome(), Some(Outcome::Code(124)));
         assert!(sim.has_line("stall: child killed by SIGUSR1 during the dump, before SIGTERM"));
+    }
+
+    #[test]
+    fn the_loop_wakes_for_the_end_of_the_dump_wait_before_the_next_probe() {
+        let mut set = settings();
+        set.interval = secs(10.0);
+        set.dump = Dump { snapshot: true, signal: Some(SIGUSR1), cmd: None, wait: secs(2.0) };
+        let mut sim = Sim::new(set, Limits { stall: Some(secs(1.0)), ..Limits::none(HZ) });
+        sim.at(10.0).at(20.0);
+        assert!(sim.log.contains(&Action::DumpSignal(SIGUSR1)), "{:?}", sim.log);
+        // The next probe is at 30s; the stop is due at 22s.
+        assert_eq!(sim.m.deadline(), Some(sim.t0 + secs(22.0)));
+        sim.at(22.0);
+        assert_eq!(sim.count(|a| matches!(a, Action::Stop { .. })), 1);
     }
 
     #[test]
