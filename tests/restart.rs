@@ -8,16 +8,17 @@
 //! watchd; the `start`, `restart` and `exit` events say what watchd made of them. The tests of
 //! this file run one at a time: they measure timing windows on a small, shared machine.
 
+mod pty;
 mod util;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use pty::{PROMPT, Shell, session_members, stat};
 use serde_json::Value;
 use util::*;
 
@@ -708,275 +709,6 @@ fn other_signals_during_the_delay_are_dropped() {
 // ---------------------------------------------------------------------------------------------
 // 1. Ctrl-C and Ctrl-\ on a terminal go to the run, not to watchd, and still end the restarts.
 
-/// Contains nothing a command line typed in these tests echoes, so it only matches a prompt.
-const PROMPT: &str = "RESTART-PROMPT> ";
-
-/// The fields of /proc/<pid>/stat the terminal tests look at.
-#[derive(Clone, Debug)]
-struct Stat {
-    comm: String,
-    state: char,
-    ppid: i32,
-    pgrp: i32,
-    session: i32,
-    tpgid: i32,
-}
-
-/// Parses /proc/<pid>/stat, splitting after the last ')' (comm may hold spaces and parens).
-fn stat(pid: i32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    let num = |i: usize| rest.get(i).and_then(|f| f.parse::<i32>().ok());
-    Some(Stat {
-        comm,
-        state: rest.first()?.chars().next()?,
-        ppid: num(1)?,
-        pgrp: num(2)?,
-        session: num(3)?,
-        tpgid: num(5)?,
-    })
-}
-
-/// Every process of a session, with its pid.
-fn session_members(sid: i32) -> Vec<(i32, Stat)> {
-    let mut out: Vec<(i32, Stat)> = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| Some((pid, stat(pid)?)))
-        .filter(|(_, s)| s.session == sid)
-        .collect();
-    out.sort_by_key(|&(pid, _)| pid);
-    out
-}
-
-fn errno() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
-/// A new pty pair (master, slave), both close-on-exec; the master does not block.
-fn open_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: posix_openpt returns a new descriptor or -1; we own it from here on.
-    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    assert!(master >= 0, "posix_openpt: {}", errno());
-    // SAFETY: `master` is a fresh descriptor nothing else owns.
-    let master = unsafe { OwnedFd::from_raw_fd(master) };
-    let mut name = [0 as libc::c_char; 128];
-    // SAFETY: a valid pty master; `name` has room for the path and its NUL (ptsname_r checks).
-    unsafe {
-        assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt: {}", errno());
-        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt: {}", errno());
-        assert_eq!(
-            libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
-            0,
-            "ptsname_r: {}",
-            errno()
-        );
-    }
-    // SAFETY: ptsname_r succeeded, so `name` holds a NUL-terminated path.
-    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
-    // SAFETY: `path` is a valid C string; O_NOCTTY so the test process never acquires it.
-    let slave =
-        unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    assert!(slave >= 0, "open {path:?}: {}", errno());
-    // SAFETY: a fresh descriptor nothing else owns.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    let size = libc::winsize { ws_row: 50, ws_col: 200, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer; fcntl on our own descriptor.
-    unsafe {
-        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
-        let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-    (master, slave)
-}
-
-/// An interactive bash on its own pty, session and controlling terminal, driven expect-style
-/// (the harness of tests/jobcontrol.rs, cut to what these tests use).
-struct Shell {
-    master: fs::File,
-    bash: Child,
-    pid: i32,
-    transcript: Vec<u8>,
-    /// How far `expect` has consumed the transcript.
-    seen: usize,
-    eof: bool,
-}
-
-impl Shell {
-    fn start() -> Shell {
-        let (master, slave) = open_pty();
-        let bin_dir = Path::new(WATCHD).parent().expect("the watchd binary lives in a directory");
-        let path = format!(
-            "{}:{}",
-            bin_dir.display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
-        );
-        let mut cmd = Command::new("bash");
-        cmd.args(["--norc", "--noprofile", "-i"])
-            .env_clear()
-            .env("PATH", path)
-            .env("PS1", PROMPT)
-            .env("PS2", "> ")
-            .env("TERM", "dumb")
-            .env("INPUTRC", "/dev/null")
-            .env("HISTFILE", "/dev/null")
-            .env("LC_ALL", "C")
-            .env("HOME", std::env::temp_dir())
-            .stdin(Stdio::from(slave.try_clone().expect("dup the pty slave")))
-            .stdout(Stdio::from(slave.try_clone().expect("dup the pty slave")))
-            .stderr(Stdio::from(slave));
-        // SAFETY: setsid and ioctl are async-signal-safe and touch no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(errno());
-                }
-                // The pty (now stdin) becomes the new session's controlling terminal.
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(errno());
-                }
-                Ok(())
-            });
-        }
-        let bash = cmd.spawn().expect("start bash on a pty (is bash installed?)");
-        let pid = bash.id() as i32;
-        let mut shell = Shell {
-            master: fs::File::from(master),
-            bash,
-            pid,
-            transcript: Vec::new(),
-            seen: 0,
-            eof: false,
-        };
-        shell.expect(PROMPT, "the shell should print its prompt");
-        shell
-    }
-
-    /// Reads whatever the pty has, waiting at most until `deadline`.
-    fn pump(&mut self, deadline: Instant) {
-        use std::os::fd::AsRawFd;
-        if self.eof {
-            std::thread::sleep(Duration::from_millis(5));
-            return;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds =
-            [libc::pollfd { fd: self.master.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        let ms = left.as_millis().clamp(1, 100) as libc::c_int;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.master.read(&mut buf) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.transcript.extend_from_slice(&buf[..n]);
-                    continue;
-                }
-                // EIO: every slave descriptor is closed, bash and its jobs are gone.
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => self.eof = true,
-                Err(_) => {}
-            }
-            return;
-        }
-    }
-
-    /// The transcript and the session's processes, for failure messages.
-    fn dump(&self) -> String {
-        let mut text = String::new();
-        for &b in &self.transcript {
-            match b {
-                b'\r' => {}
-                b'\n' | b'\t' | 0x20..=0x7e => text.push(b as char),
-                _ => text.push_str(&format!("\\x{b:02x}")),
-            }
-        }
-        let mut procs = String::from("  pid   ppid   pgrp  tpgid state comm\n");
-        for (pid, s) in session_members(self.pid) {
-            procs.push_str(&format!(
-                "{pid:5} {:6} {:6} {:6} {:>5} {}\n",
-                s.ppid, s.pgrp, s.tpgid, s.state, s.comm
-            ));
-        }
-        format!(
-            "--- transcript (bash pid {}{}):\n{text}\n--- end of transcript\n--- processes of the session now:\n{procs}",
-            self.pid,
-            if self.eof { ", pty closed" } else { "" }
-        )
-    }
-
-    /// Types `bytes` as a user would.
-    fn send(&mut self, bytes: &[u8]) {
-        self.master.write_all(bytes).expect("write to the pty master");
-    }
-
-    /// Types a command line and Enter.
-    fn line(&mut self, command: &str) {
-        self.send(format!("{command}\r").as_bytes());
-    }
-
-    /// Waits until `pattern` appears in output not yet consumed, and consumes through it.
-    #[track_caller]
-    fn expect(&mut self, pattern: &str, why: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let pending = &self.transcript[self.seen..];
-            if let Some(at) = pending.windows(pattern.len()).position(|w| w == pattern.as_bytes()) {
-                self.seen += at + pattern.len();
-                return;
-            }
-            if Instant::now() >= deadline || self.eof {
-                panic!("no {pattern:?} within {WAIT:?}: {why}\n{}", self.dump());
-            }
-            self.pump(deadline);
-        }
-    }
-
-    /// Polls until `cond` holds, reading the pty meanwhile so a failure shows everything.
-    #[track_caller]
-    fn wait_until(&mut self, what: &str, mut cond: impl FnMut(&Shell) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !cond(self) {
-            if Instant::now() >= deadline {
-                panic!("timed out after {WAIT:?} waiting until {what}\n{}", self.dump());
-            }
-            self.pump(Instant::now() + Duration::from_millis(5));
-        }
-    }
-
-    /// `$?` of the last command, as the shell reports it.
-    #[track_caller]
-    fn status(&mut self, want: i32, why: &str) {
-        // Quoted so that the echo of the command line does not contain the marker.
-        self.line("echo \"sta\"\"tus:$?\"");
-        self.expect("status:", "the shell should run `echo \"sta\"\"tus:$?\"`");
-        let start = self.seen;
-        self.expect("\r\n", "the status line should end");
-        let got = String::from_utf8_lossy(&self.transcript[start..self.seen - 2]).into_owned();
-        assert_eq!(got, want.to_string(), "wrong $?: {why}\n{}", self.dump());
-        self.expect(PROMPT, "the prompt after the status");
-    }
-}
-
-impl Drop for Shell {
-    /// Nothing of the session outlives the test: every process of bash's session (bash,
-    /// watchd, the runs; all started by this test) gets SIGKILL.
-    fn drop(&mut self) {
-        for (pid, _) in session_members(self.pid) {
-            // SAFETY: signalling a process of the session this test created.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = self.bash.kill();
-        let _ = self.bash.wait();
-    }
-}
-
 /// Run 1 exits 1 and is restarted (`always`); run 2 holds the terminal, and the key typed
 /// kills it with a signal that comes from the terminal, not from watchd: the user's request
 /// to stop, so no run 3, and the shell sees the run's signal as watchd's status.
@@ -992,9 +724,9 @@ fn a_key_on_the_terminal_ends_the_restarts(key: &[u8], status: i32) {
     let mut job = None;
     sh.wait_until("watchd restarts the command and run 2 is `sleep`", |_| {
         let procs = session_members(bash);
-        let watchd = procs.iter().find(|(_, w)| w.ppid == bash && w.comm == "watchd");
+        let watchd = procs.iter().find(|w| w.ppid == bash && w.comm == "watchd");
         let run2 = scene.runs().get(1).map(|&(_, pid)| pid);
-        job = watchd.zip(run2).map(|(&(watchd, _), run2)| (watchd, run2));
+        job = watchd.zip(run2).map(|(watchd, run2)| (watchd.pid, run2));
         job.is_some_and(|(_, run2)| stat(run2).is_some_and(|s| s.comm == "sleep"))
     });
     let (watchd, child) = job.expect("set by the wait");
@@ -1012,7 +744,7 @@ fn a_key_on_the_terminal_ends_the_restarts(key: &[u8], status: i32) {
     assert_eq!(scene.runs().len(), 2, "no run 3 after the terminal's signal\n{story}");
     assert!(stat(watchd).is_none(), "watchd {watchd} is gone\n{story}");
     let restarts: Vec<i32> =
-        session_members(bash).iter().filter(|(_, s)| s.comm == "sleep").map(|&(p, _)| p).collect();
+        session_members(bash).iter().filter(|s| s.comm == "sleep").map(|s| s.pid).collect();
     assert!(restarts.is_empty(), "nothing was restarted: {restarts:?}\n{story}");
 }
 
