@@ -2,64 +2,19 @@
 //! not followed, a request that hangs, a connection closed without an answer) and small Rust
 //! listeners for what http.server will not do (refuse, reset, answer garbage).
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod server;
+
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use server::Server;
 use watchd::health::{HealthUrl, HttpCheck, Interest, Outcome};
 
-/// python3 tests/fixtures/health_server.py, killed and reaped when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    log: Receiver<String>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/health_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let (tx, log) = channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let port =
-            log.recv_timeout(Duration::from_secs(20)).expect("the server's port").parse().unwrap();
-        Server { child, port, log }
-    }
-
-    fn url(&self, path: &str) -> HealthUrl {
-        HealthUrl::resolve(&format!("http://127.0.0.1:{}{path}", self.port)).unwrap()
-    }
-
-    /// The requests the server logged, up to and including `last`.
-    fn requests_until(&self, last: &str) -> Vec<String> {
-        let mut seen = Vec::new();
-        while seen.last().map(String::as_str) != Some(last) {
-            seen.push(self.log.recv_timeout(Duration::from_secs(10)).expect("a logged request"));
-        }
-        seen
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A URL of the test server, parsed as `--health-url` parses it.
+fn at(server: &Server, path: &str) -> HealthUrl {
+    HealthUrl::resolve(&server.url(path)).unwrap()
 }
 
 /// Drives one check as the driver's poll loop would; `None` if `limit` ran out first. Every
@@ -99,34 +54,34 @@ fn run(url: &HealthUrl, limit: Duration) -> Result<Outcome, Outcome> {
 fn http_server_statuses() {
     let server = Server::start();
     let port = server.port;
-    let ok = run(&server.url("/ok"), Duration::from_secs(10)).unwrap();
+    let ok = run(&at(&server, "/ok"), Duration::from_secs(10)).unwrap();
     assert_eq!(
         ok,
         Outcome { ok: true, detail: format!("HTTP 200 from http://127.0.0.1:{port}/ok") }
     );
-    let fail = run(&server.url("/fail"), Duration::from_secs(10)).unwrap();
+    let fail = run(&at(&server, "/fail"), Duration::from_secs(10)).unwrap();
     assert_eq!(
         fail,
         Outcome { ok: false, detail: format!("HTTP 503 from http://127.0.0.1:{port}/fail") }
     );
-    let missing = run(&server.url("/nope"), Duration::from_secs(10)).unwrap();
+    let missing = run(&at(&server, "/nope"), Duration::from_secs(10)).unwrap();
     assert!(!missing.ok && missing.detail.starts_with("HTTP 404"), "{missing:?}");
 }
 
 #[test]
 fn a_redirect_passes_and_is_not_followed() {
     let server = Server::start();
-    let outcome = run(&server.url("/redirect"), Duration::from_secs(10)).unwrap();
+    let outcome = run(&at(&server, "/redirect"), Duration::from_secs(10)).unwrap();
     assert!(outcome.ok && outcome.detail.starts_with("HTTP 302 from"), "{outcome:?}");
     // A marker request after it: a followed redirect would have logged /fail before it.
-    run(&server.url("/ok"), Duration::from_secs(10)).unwrap();
+    run(&at(&server, "/ok"), Duration::from_secs(10)).unwrap();
     assert_eq!(server.requests_until("GET /ok"), ["GET /redirect", "GET /ok"]);
 }
 
 #[test]
 fn a_hanging_server_leaves_the_timeout_to_the_caller() {
     let server = Server::start();
-    let url = server.url("/hang");
+    let url = at(&server, "/hang");
     let began = Instant::now();
     let timed_out = run(&url, Duration::from_millis(300)).unwrap_err();
     assert!(began.elapsed() >= Duration::from_millis(300));
@@ -137,7 +92,7 @@ fn a_hanging_server_leaves_the_timeout_to_the_caller() {
 #[test]
 fn a_connection_closed_without_an_answer_fails() {
     let server = Server::start();
-    let url = server.url("/close");
+    let url = at(&server, "/close");
     let outcome = run(&url, Duration::from_secs(10)).unwrap();
     assert_eq!(outcome.detail, format!("{} closed the connection before a status line", url.url));
     assert!(!outcome.ok);

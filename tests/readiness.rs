@@ -8,18 +8,18 @@
 //! elsewhere is said where it is used.
 
 mod live;
+mod server;
 mod util;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::Stdio;
 use std::time::Duration;
 
 use live::*;
 use serde_json::Value;
+use server::Server;
 use util::*;
 
 fn secs(s: f64) -> Duration {
@@ -28,55 +28,6 @@ fn secs(s: f64) -> Duration {
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-/// python3 tests/fixtures/health_server.py: /ok 200, /fail 503, /redirect 302 to /fail,
-/// /hang never answers, /close hangs up. It exits when its stdin closes, and is killed and
-/// reaped when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    log: Receiver<String>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/health_server.py");
-        let mut child = Command::new(PYTHON)
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let (tx, log) = channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let port =
-            log.recv_timeout(secs(20.0)).expect("the server's port").parse().expect("a port");
-        Server { child, port, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// The requests logged so far ("GET /path").
-    fn requests(&self) -> Vec<String> {
-        self.log.try_iter().collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A port nothing listens on (free when asked; a test starts its own server on it).
