@@ -1247,6 +1247,23 @@ fn a_stopped_run_is_a_failure_even_with_a_status_listed_as_success() {
 // ---------------------------------------------------------------------------------------------
 // 6. The README's recipes, with short durations.
 
+/// The README's CI recipe, `--stall 5m --restart on-failure --restart-max 2
+/// --exit-code-on-stop 124`, with short durations.
+const CI_RECIPE: [&str; 12] = [
+    "--stall",
+    "400ms",
+    "--interval",
+    "50ms",
+    "--restart",
+    "on-failure",
+    "--restart-max",
+    "2",
+    "--exit-code-on-stop",
+    "124",
+    "--restart-delay",
+    "100ms",
+];
+
 /// Mirrors the README's CI recipe "retry a stalled step twice"
 /// (`watchd --stall 5m --restart on-failure --restart-max 2 --exit-code-on-stop 124 -- STEP`),
 /// with `--stall 400ms`: a step that stalls twice and then passes passes.
@@ -1254,22 +1271,8 @@ fn a_stopped_run_is_a_failure_even_with_a_status_listed_as_success() {
 fn ci_recipe_a_step_that_stalls_twice_then_passes() {
     let _serial = serial();
     let scene = Scene::new("ci-pass");
-    let flags = [
-        "--stall",
-        "400ms",
-        "--interval",
-        "50ms",
-        "--restart",
-        "on-failure",
-        "--restart-max",
-        "2",
-        "--exit-code-on-stop",
-        "124",
-        "--restart-delay",
-        "100ms",
-    ];
     let body = "echo \"attempt $n\"; if [ \"$n\" -lt 3 ]; then exec sleep 1000; fi; echo passed";
-    let r = run_to_end(scene.watchd(&flags, body));
+    let r = run_to_end(scene.watchd(&CI_RECIPE, body));
     let story = format!("{r}\n{}", scene.story());
     assert_eq!(r.stdout, "attempt 1\nattempt 2\nattempt 3\npassed\n", "{story}");
     r.assert_code(0);
@@ -1289,21 +1292,7 @@ fn ci_recipe_a_step_that_stalls_twice_then_passes() {
 fn ci_recipe_a_step_that_always_stalls_fails_with_124() {
     let _serial = serial();
     let scene = Scene::new("ci-fail");
-    let flags = [
-        "--stall",
-        "400ms",
-        "--interval",
-        "50ms",
-        "--restart",
-        "on-failure",
-        "--restart-max",
-        "2",
-        "--exit-code-on-stop",
-        "124",
-        "--restart-delay",
-        "100ms",
-    ];
-    let r = run_to_end(scene.watchd(&flags, "echo \"attempt $n\"; exec sleep 1000"));
+    let r = run_to_end(scene.watchd(&CI_RECIPE, "echo \"attempt $n\"; exec sleep 1000"));
     let story = format!("{r}\n{}", scene.story());
     assert_eq!(r.stdout, "attempt 1\nattempt 2\nattempt 3\n", "{story}");
     r.assert_code(124);
