@@ -269,6 +269,7 @@ fn docker_pause_of_a_steady_job_is_not_a_stall() {
     // The freeze is the stimulus: two stall windows long.
     std::thread::sleep(Duration::from_secs(4));
     docker_ok(["unpause", &c.name]);
+    // The job's rhythm again (a beat after the thaw, as between ticks), not a wait for anything.
     std::thread::sleep(Duration::from_millis(500));
     (5..=8).for_each(&mut beat);
     let code = c.wait(LONG);
